@@ -1,0 +1,74 @@
+# Assay: `make demo` and `make test` set everything up on a fresh Debian 12 host (as root) and run.
+# Every step is idempotent: a second run only checks stamps and is fast.
+
+PYTHON   ?= python3
+VENV     := .venv
+VPY      := $(VENV)/bin/python
+STAMP    := $(VENV)/.assay-deps
+
+# Debian packages. Run time: libbpf1 (the sensor loads its prebuilt CO-RE object through ctypes),
+# postgresql (tests of the PostgreSQL backend), iproute2 (sandbox and network-namespace tests).
+# Build time of the BPF object (`make bpf`): clang, llvm, libbpf-dev, bpftool.
+APT_RUN   := libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux
+APT_BUILD := clang llvm libbpf-dev bpftool
+APT_PKGS  := $(APT_RUN) $(APT_BUILD)
+
+BPF_DIR  := src/assay/sensor/bpf
+
+.PHONY: all setup apt venv demo test lint typecheck bench bpf clean help
+
+all: setup
+
+help:
+	@echo "make demo   set up, then run the built-in adversary against this host and print the validation table"
+	@echo "make test   set up, then run the test suite"
+	@echo "make lint   ruff + mypy"
+	@echo "make bench  run the benchmarks in bench/"
+	@echo "make bpf    rebuild the sensor's CO-RE BPF object from source"
+
+setup: apt venv
+
+# apt: install only what is missing, so a second run costs one dpkg query per package.
+apt:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root, or install them)"; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv)
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/assay demo
+
+test: setup
+	$(VPY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+
+# The prebuilt object is committed so users need no clang; this rebuilds it from our own source.
+bpf: apt
+	$(MAKE) -C $(BPF_DIR)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

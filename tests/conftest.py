@@ -1,0 +1,34 @@
+"""Shared test setup: markers that skip with a clear reason when the machine cannot run a test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SIGMA_CORPUS = SHARED / "corpora" / "sigma"
+ATOMIC_CORPUS = SHARED / "corpora" / "atomic-red-team"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    is_root = os.geteuid() == 0
+    for item in items:
+        if "root" in item.keywords and not is_root:
+            item.add_marker(pytest.mark.skip(reason="needs root (CAP_BPF, CAP_NET_ADMIN)"))
+
+
+@pytest.fixture(scope="session")
+def sigma_corpus() -> Path:
+    if not SIGMA_CORPUS.is_dir():
+        pytest.skip(f"SigmaHQ corpus not found at {SIGMA_CORPUS}")
+    return SIGMA_CORPUS
+
+
+@pytest.fixture(scope="session")
+def atomic_corpus() -> Path:
+    if not ATOMIC_CORPUS.is_dir():
+        pytest.skip(f"Atomic Red Team corpus not found at {ATOMIC_CORPUS}")
+    return ATOMIC_CORPUS
