@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+
+
+def _find_shared() -> Path:
+    """`../shared` beside the checkout; worktrees may sit deeper, so look upward (or use ASSAY_SHARED)."""
+    if env := os.environ.get("ASSAY_SHARED"):
+        return Path(env)
+    for parent in ROOT.parents:
+        if (parent / "shared" / "corpora").is_dir():
+            return parent / "shared"
+    return ROOT.parent / "shared"
+
+
+SHARED = _find_shared()
 SIGMA_CORPUS = SHARED / "corpora" / "sigma"
 ATOMIC_CORPUS = SHARED / "corpora" / "atomic-red-team"
 
