@@ -1,0 +1,31 @@
+"""Validation: attribute alerts to the links that caused them and say, for every technique, whether it was
+detected, and when it was not, why (DESIGN §6).
+
+Pure functions over records: emulation's links, the sensor's events, the engine's alerts. The caller reads
+those from storage (or files) and renders the result.
+"""
+
+from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
+from assay.validation._classify import LinkResult, TechniqueResult, classify_link, is_mapped, rollup
+from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome, status_name
+from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
+
+__all__ = [
+    "CLOCK_SLACK",
+    "REPORT_VERSION",
+    "TECHNIQUE_PRECEDENCE",
+    "Lineage",
+    "LinkRecord",
+    "LinkResult",
+    "Outcome",
+    "RoundReport",
+    "Summary",
+    "TechniqueResult",
+    "attribute",
+    "classify_link",
+    "is_mapped",
+    "resolve_roots",
+    "rollup",
+    "status_name",
+    "validate",
+]

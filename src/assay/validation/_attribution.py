@@ -1,0 +1,119 @@
+"""Join telemetry and alerts to links through process lineage.
+
+A link's *root* is the process the agent started for it. An event belongs to the link when the root is in the
+event's lineage (the process itself or any ancestor); an alert, when the root is in its lineage or in the
+lineage of any event that triggered it (a correlation spans several processes).
+
+Identity is pid plus start time (an entity id), never the pid alone: pids are reused, and a short link on a
+busy host can share its pid with an unrelated process minutes later.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from assay.events import Action, Alert, Event
+from assay.validation._records import LinkRecord
+
+# Agents stamp times with their own clock and the sensor with the kernel's; on one host they agree to well
+# under this, and across hosts NTP keeps them within it. Used only to find a pid-only link's root.
+CLOCK_SLACK = 2.0
+
+
+@dataclass
+class Lineage:
+    """What is known about one link's process tree."""
+
+    root: str | None
+    events: list[Event] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    losses: list[Event] = field(default_factory=list)
+
+
+def _alert_lineages(alert: Alert) -> set[str]:
+    ids = set(alert.lineage)
+    for ev in alert.events:
+        ids.update(ev.lineage)
+    return ids
+
+
+def resolve_roots(links: Sequence[LinkRecord], events: Sequence[Event]) -> dict[str, str | None]:
+    """Link id → root entity id.
+
+    Assay's agent reports the start ticks, so the root is exact. For a pid-only link, the root is the entity
+    with that pid whose first event falls inside the link's run (with :data:`CLOCK_SLACK`).
+    """
+    roots: dict[str, str | None] = {}
+    pending: dict[int, list[LinkRecord]] = defaultdict(list)
+    for link in links:
+        exact = link.root_entity_id
+        roots[link.link_id] = exact
+        if exact is None and link.pid and link.pid > 0 and link.window is not None:
+            pending[link.pid].append(link)
+    if not pending:
+        return roots
+    first_seen: dict[str, tuple[int, float]] = {}
+    for ev in events:
+        pid, eid = ev.pid, ev.entity_id
+        if pid in pending and eid:
+            seen = first_seen.get(eid)
+            if seen is None or ev.timestamp < seen[1]:
+                first_seen[eid] = (pid, ev.timestamp)
+    for pid, candidates in pending.items():
+        entities = [(eid, ts) for eid, (p, ts) in first_seen.items() if p == pid]
+        for link in candidates:
+            begin, end = link.window  # type: ignore[misc]  # filtered above
+            inside = [(ts, eid) for eid, ts in entities if begin - CLOCK_SLACK <= ts <= end + CLOCK_SLACK]
+            roots[link.link_id] = min(inside)[1] if inside else None
+    return roots
+
+
+def _overlaps(loss: Event, window: tuple[float, float] | None, host: str | None) -> bool:
+    if window is None:
+        return False
+    if host and loss.host and loss.host != host:
+        return False
+    start = loss.get("loss.window.start", loss.timestamp)
+    end = loss.get("loss.window.end", loss.timestamp)
+    return bool(start <= window[1] and end >= window[0])
+
+
+def attribute(
+    links: Sequence[LinkRecord], events: Iterable[Event], alerts: Iterable[Alert]
+) -> tuple[dict[str, Lineage], list[Alert]]:
+    """Return each link's lineage (keyed by link id) and the alerts no link explains.
+
+    Cleanup links take part: an alert raised by a cleanup command is explained (by the cleanup), not a
+    false-positive candidate.
+    """
+    event_list = list(events)
+    roots = resolve_roots(links, event_list)
+    by_root: dict[str, list[str]] = defaultdict(list)
+    out: dict[str, Lineage] = {}
+    for link in links:
+        root = roots[link.link_id]
+        out[link.link_id] = Lineage(root=root)
+        if root:
+            by_root[root].append(link.link_id)
+
+    losses = [ev for ev in event_list if ev.action == Action.LOSS]
+    for ev in event_list:
+        if ev.action == Action.LOSS:
+            continue
+        for eid in ev.lineage:
+            for link_id in by_root.get(eid, ()):
+                out[link_id].events.append(ev)
+    unexplained: list[Alert] = []
+    for alert in alerts:
+        hit = False
+        for eid in _alert_lineages(alert):
+            for link_id in by_root.get(eid, ()):
+                out[link_id].alerts.append(alert)
+                hit = True
+        if not hit:
+            unexplained.append(alert)
+    for link in links:
+        out[link.link_id].losses = [lo for lo in losses if _overlaps(lo, link.window, link.host)]
+    return out, unexplained

@@ -1,0 +1,174 @@
+"""The round report: the validation table a detection engineer wants, and `assay-report.json`.
+
+Summary definitions (the figures published Caldera validations report):
+
+- ``mapped``: techniques carried by the loaded, supported rules;
+- ``in_profile``: techniques of the adversary's abilities;
+- ``executed``: techniques with at least one link that actually ran (outcome other than ``not_executed``);
+- ``testable``: executed techniques that are also mapped (a rule claims them, or their parent);
+- ``detected``: techniques with a ``detected`` outcome;
+- ``detection_rate_testable`` = detected ∩ testable / testable; ``detection_rate_executed`` = detected /
+  executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from assay.events import Alert, Event, alert_to_dict, format_timestamp
+from assay.validation._attribution import attribute
+from assay.validation._classify import LinkResult, TechniqueResult, classify_link, rollup
+from assay.validation._records import LinkRecord, Outcome
+
+REPORT_VERSION = 1
+
+
+@dataclass
+class Summary:
+    mapped: int
+    in_profile: int
+    executed: int
+    testable: int
+    detected: int
+    detection_rate_testable: float
+    detection_rate_executed: float
+
+
+@dataclass
+class RoundReport:
+    summary: Summary
+    techniques: list[TechniqueResult]
+    links: list[LinkResult]
+    cleanup_links: list[LinkResult]
+    unexplained_alerts: list[Alert]
+    mapped_not_validated: list[str]
+    events_total: int
+    events_dropped: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def misses(self) -> list[TechniqueResult]:
+        return [t for t in self.techniques if t.outcome != Outcome.DETECTED]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "meta": self.meta,
+            "summary": {
+                "mapped": self.summary.mapped,
+                "in_profile": self.summary.in_profile,
+                "executed": self.summary.executed,
+                "testable": self.summary.testable,
+                "detected": self.summary.detected,
+                "detection_rate_testable": self.summary.detection_rate_testable,
+                "detection_rate_executed": self.summary.detection_rate_executed,
+            },
+            "techniques": [
+                {
+                    "technique_id": t.technique_id,
+                    "name": t.name,
+                    "tactic": t.tactic,
+                    "outcome": str(t.outcome),
+                    "reason": t.reason,
+                    "mapped": t.mapped,
+                    "links": [r.link.link_id for r in t.links],
+                }
+                for t in self.techniques
+            ],
+            "links": [_link_dict(r) for r in self.links],
+            "cleanup_links": [_link_dict(r) for r in self.cleanup_links],
+            "unexplained_alerts": [alert_to_dict(a) for a in self.unexplained_alerts],
+            "mapped_not_validated": self.mapped_not_validated,
+            "sensor": {"events": self.events_total, "dropped": self.events_dropped},
+        }
+
+
+def _link_dict(r: LinkResult) -> dict[str, Any]:
+    link = r.link
+    return {
+        "link_id": link.link_id,
+        "ability_id": link.ability_id,
+        "ability_name": link.ability_name,
+        "technique_id": link.technique_id,
+        "tactic": link.tactic,
+        "command": link.command,
+        "pid": link.pid,
+        "entity_id": r.root,
+        "exit_code": link.exit_code,
+        "status": link.status,
+        "started": format_timestamp(link.started) if link.started is not None else None,
+        "finished": format_timestamp(link.finished) if link.finished is not None else None,
+        "outcome": str(r.outcome),
+        "reason": r.reason,
+        "exact": r.exact,
+        "alerts": [
+            {
+                "id": a.id,
+                "rule_id": a.rule_id,
+                "title": a.title,
+                "level": a.level,
+                "techniques": list(a.techniques),
+                "suppressed_by": a.suppressed_by.entry_id if a.suppressed_by else None,
+            }
+            for a in r.alerts
+        ],
+        "events_seen": r.events_seen,
+        "usable_events": r.usable_events,
+    }
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def validate(
+    links: Sequence[LinkRecord],
+    events: Iterable[Event],
+    alerts: Iterable[Alert],
+    *,
+    mapped_techniques: Collection[str],
+    consumed_actions: Collection[str],
+    profile_techniques: Collection[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> RoundReport:
+    """Classify every link of a round and roll the outcomes up per technique.
+
+    ``events`` and ``alerts`` are those recorded while the round ran, on the hosts it ran on; they may
+    include unrelated activity (it is simply not attributed).
+    """
+    event_list = list(events)
+    lineages, unexplained = attribute(links, event_list, alerts)
+    results = [classify_link(link, lineages[link.link_id], consumed_actions) for link in links]
+    main = [r for r in results if not r.link.cleanup]
+    cleanup = [r for r in results if r.link.cleanup]
+    techniques = sorted(rollup(main, mapped_techniques), key=lambda t: (t.tactic, t.technique_id))
+
+    mapped = set(mapped_techniques)
+    profile = {t.technique_id for t in techniques} if profile_techniques is None else set(profile_techniques)
+    executed = {t.technique_id for t in techniques if t.outcome != Outcome.NOT_EXECUTED}
+    testable = {t.technique_id for t in techniques if t.technique_id in executed and t.mapped}
+    detected = {t.technique_id for t in techniques if t.outcome == Outcome.DETECTED}
+    validated_families = executed | {tid.split(".")[0] for tid in executed}
+    dropped = sum(int(ev.get("loss.count", 0)) for ev in event_list if ev.action == "loss")
+
+    return RoundReport(
+        summary=Summary(
+            mapped=len(mapped),
+            in_profile=len(profile),
+            executed=len(executed),
+            testable=len(testable),
+            detected=len(detected),
+            detection_rate_testable=_rate(len(detected & testable), len(testable)),
+            detection_rate_executed=_rate(len(detected), len(executed)),
+        ),
+        techniques=techniques,
+        links=main,
+        cleanup_links=cleanup,
+        unexplained_alerts=unexplained,
+        mapped_not_validated=sorted(mapped - validated_families),
+        events_total=sum(1 for ev in event_list if ev.action != "loss"),
+        events_dropped=dropped,
+        meta=dict(meta or {}),
+    )
