@@ -117,6 +117,7 @@ FIELDS: dict[str, str] = {
     "module.name": "str",
     "auth.method": "str, ssh auth method (password, publickey)",
     "auth.service": "str, sshd | sudo | su | login",
+    "message": "str, the original log line (authlog); what Sigma keyword rules search",
     "loss.count": "int, events the source dropped in the window",
     "loss.window.start": "float, epoch seconds",
     "loss.window.end": "float, epoch seconds",

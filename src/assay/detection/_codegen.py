@@ -1,0 +1,322 @@
+"""Turn compiled rule trees into Python source: one function per ``event.action`` bucket.
+
+Why generated code rather than closures: the hot path is "which of ~200 rules match this exec event". A
+generated function reads each field the bucket needs once, lower-cases it once, and then runs every rule as
+an inline boolean expression whose leaves are C-level string methods (``str.endswith(tuple)``, ``in``,
+frozenset membership, pre-compiled regexes). That is an order of magnitude faster than a tree of closures.
+
+Every expression is total: a missing field, a list where a string was expected, or a non-numeric value
+makes a test false, never raises, so one odd event cannot stop the other rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from assay.detection._ir import (
+    FULLTEXT,
+    And,
+    BoolTest,
+    CidrTest,
+    CompareTest,
+    Const,
+    ExistsTest,
+    FieldEqTest,
+    FieldRef,
+    Match,
+    Node,
+    Not,
+    NullTest,
+    NumEqTest,
+    Or,
+    RegexTest,
+    StrTest,
+    TimePartTest,
+)
+
+# Fields that hold lists: a test on them is true when any element passes (ECS semantics).
+LIST_FIELDS = frozenset({"process.args", "process.parent.args", "process.ancestry", "tags"})
+
+Matcher = Callable[[dict[str, Any]], list[int]]
+
+
+def text(value: Any) -> str | None:
+    """The string view of a scalar field value as Sigma compares it; ``None`` for absent or non-scalar."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def fulltext(fields: dict[str, Any]) -> str | None:
+    """What keyword (field-less) values search: the raw log line when a source has one, else the command.
+
+    Sigma keywords are a full-text search over the original record. Log sources (authlog) keep that record
+    in ``message``; for process telemetry the nearest thing to the auditd EXECVE record is the command line.
+    """
+    msg = fields.get("message")
+    if isinstance(msg, str):
+        return msg
+    cmd = fields.get("process.command_line")
+    return cmd if isinstance(cmd, str) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            f = float(value.strip())
+        except ValueError:
+            return None
+        return f if math.isfinite(f) else None
+    return None
+
+
+def _numeq(raw: Any, number: float) -> bool:
+    n = _number(raw)
+    return n is not None and n == number
+
+
+def _bool(raw: Any, value: bool) -> bool:
+    if isinstance(raw, bool):
+        return raw is value
+    t = text(raw)
+    return t is not None and t.lower() == ("true" if value else "false")
+
+
+def _compare(raw: Any, op: str, number: float) -> bool:
+    n = _number(raw)
+    if n is None:
+        return False
+    if op == "lt":
+        return n < number
+    if op == "lte":
+        return n <= number
+    if op == "gt":
+        return n > number
+    if op == "gte":
+        return n >= number
+    return n != number
+
+
+def _cidr(value: str | None, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    if value is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def _timepart(raw: Any, part: str, number: int) -> bool:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        dt = datetime.fromtimestamp(raw, tz=UTC)
+    elif isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+    else:
+        return False
+    value = {
+        "minute": dt.minute,
+        "hour": dt.hour,
+        "day": dt.day,
+        "week": int(dt.strftime("%W")),
+        "month": dt.month,
+        "year": dt.year,
+    }[part]
+    return value == number
+
+
+def _element(raw: Any, index: int) -> Any:
+    return raw[index] if isinstance(raw, list) and len(raw) > index else None
+
+
+def _texts(raw: Any) -> list[str]:
+    if isinstance(raw, list):
+        return [t for t in map(text, raw) if t is not None]
+    t = text(raw)
+    return [t] if t is not None else []
+
+
+class _Emitter:
+    """Accumulates constants and per-field locals while rendering expressions."""
+
+    def __init__(self) -> None:
+        self.consts: dict[str, Any] = {
+            "_text": text,
+            "_fulltext": fulltext,
+            "_numeq": _numeq,
+            "_bool": _bool,
+            "_compare": _compare,
+            "_cidr": _cidr,
+            "_timepart": _timepart,
+            "_element": _element,
+            "_texts": _texts,
+        }
+        self._const_ids: dict[tuple[str, Any], str] = {}
+        self.locals: dict[tuple[FieldRef, str], str] = {}
+        self.prologue: list[str] = []
+
+    def const(self, kind: str, value: Any) -> str:
+        key = (kind, value)
+        name = self._const_ids.get(key)
+        if name is None:
+            name = f"_k{len(self._const_ids)}"
+            self._const_ids[key] = name
+            if kind == "re":
+                pattern, flags = value
+                self.consts[name] = re.compile(pattern, flags)
+            elif kind == "set":
+                self.consts[name] = frozenset(value)
+            elif kind == "nets":
+                self.consts[name] = tuple(ipaddress.ip_network(n, strict=False) for n in value)
+            else:
+                self.consts[name] = value
+        return name
+
+    def var(self, field: FieldRef, view: str) -> str:
+        """A local holding ``field`` in one view: raw, text, lower, list or llist (lower-cased list)."""
+        key = (field, view)
+        name = self.locals.get(key)
+        if name is not None:
+            return name
+        name = f"v{len(self.locals)}"
+        self.locals[key] = name
+        if view == "raw":
+            if field.name == FULLTEXT:
+                src = "_fulltext(f)"
+            elif field.index is not None:
+                src = f"_element(f.get({field.name!r}), {field.index})"
+            else:
+                src = f"f.get({field.name!r})"
+        elif view == "text":
+            src = f"_text({self.var(field, 'raw')})"
+        elif view == "lower":
+            t = self.var(field, "text")
+            src = f"{t}.lower() if {t} is not None else None"
+        elif view == "list":
+            src = f"_texts({self.var(field, 'raw')})"
+        else:  # llist
+            src = f"[x.lower() for x in {self.var(field, 'list')}]"
+        self.prologue.append(f"    {name} = {src}")
+        return name
+
+
+def _is_list(field: FieldRef) -> bool:
+    return field.index is None and field.name in LIST_FIELDS
+
+
+def render(node: Node, em: _Emitter) -> str:
+    if isinstance(node, Const):
+        return "True" if node.value else "False"
+    if isinstance(node, And):
+        return "(" + " and ".join(render(c, em) for c in node.children) + ")"
+    if isinstance(node, Or):
+        return "(" + " or ".join(render(c, em) for c in node.children) + ")"
+    if isinstance(node, Not):
+        return f"(not {render(node.child, em)})"
+    assert isinstance(node, Match)
+    return _render_match(node, em)
+
+
+def _render_match(node: Match, em: _Emitter) -> str:
+    field, test = node.field, node.test
+    if isinstance(test, StrTest):
+        if _is_list(field):
+            lst = em.var(field, "list" if test.cased else "llist")
+            return f"any({_str_expr('x', test, em)} for x in {lst})"
+        v = em.var(field, "text" if test.cased else "lower")
+        return f"({v} is not None and {_str_expr(v, test, em)})"
+    if isinstance(test, RegexTest):
+        rx = em.const("re", (test.pattern, test.flags))
+        if _is_list(field):
+            return f"any({rx}.search(x) is not None for x in {em.var(field, 'list')})"
+        v = em.var(field, "text")
+        return f"({v} is not None and {rx}.search({v}) is not None)"
+    if isinstance(test, CidrTest):
+        nets = em.const("nets", test.networks)
+        if _is_list(field):
+            return f"any(_cidr(x, {nets}) for x in {em.var(field, 'list')})"
+        return f"_cidr({em.var(field, 'text')}, {nets})"
+    raw = em.var(field, "raw")
+    if isinstance(test, NullTest):
+        return f"({raw} is None)"
+    if isinstance(test, ExistsTest):
+        return f"({raw} is {'not ' if test.exists else ''}None)"
+    if isinstance(test, NumEqTest):
+        if _is_list(field):
+            return f"any(_numeq(x, {float(test.number)!r}) for x in {em.var(field, 'list')})"
+        return f"_numeq({raw}, {float(test.number)!r})"
+    if isinstance(test, BoolTest):
+        return f"_bool({raw}, {test.value!r})"
+    if isinstance(test, CompareTest):
+        return f"_compare({raw}, {test.op!r}, {float(test.number)!r})"
+    if isinstance(test, TimePartTest):
+        return f"_timepart({raw}, {test.part!r}, {test.number!r})"
+    if isinstance(test, FieldEqTest):
+        a = em.var(field, "lower")
+        b = em.var(test.other, "lower")
+        op = {
+            "eq": f"{a} == {b}",
+            "prefix": f"{a}.startswith({b})",
+            "suffix": f"{a}.endswith({b})",
+            "contains": f"{b} in {a}",
+        }[test.kind]
+        return f"({a} is not None and {b} is not None and {op})"
+    raise TypeError(f"no code for {type(test).__name__}")  # unreachable: the IR is closed
+
+
+def _str_expr(v: str, test: StrTest, em: _Emitter) -> str:
+    vals = test.values
+    if test.kind == "any":
+        return "True"
+    if test.kind == "eq":
+        if len(vals) == 1:
+            return f"{v} == {vals[0]!r}"
+        return f"{v} in {em.const('set', vals)}"
+    if test.kind == "prefix":
+        return f"{v}.startswith({em.const('tuple', vals) if len(vals) > 1 else repr(vals[0])})"
+    if test.kind == "suffix":
+        return f"{v}.endswith({em.const('tuple', vals) if len(vals) > 1 else repr(vals[0])})"
+    if test.kind == "contains":
+        if len(vals) == 1:
+            return f"{vals[0]!r} in {v}"
+        rx = em.const("re", ("|".join(re.escape(x) for x in vals), 0))
+        return f"{rx}.search({v}) is not None"
+    # glob: wildcards in the middle; values already regex sources
+    rx = em.const("re", ("|".join(f"(?:{x})" for x in vals), re.DOTALL))
+    return f"{rx}.fullmatch({v}) is not None"
+
+
+def build_matcher(rules: Sequence[tuple[int, Node]], name: str = "bucket") -> Matcher:
+    """One function returning the indices (as given) of the rules in ``rules`` that match event fields."""
+    em = _Emitter()
+    body: list[str] = []
+    for index, node in rules:
+        body.append(f"    if {render(node, em)}:\n        out.append({index})")
+    src = "\n".join([f"def {name}(f):", *em.prologue, "    out = []", *body, "    return out", ""])
+    namespace: dict[str, Any] = dict(em.consts)
+    exec(compile(src, f"<assay-rules:{name}>", "exec"), namespace)  # our own generated code, never rule text
+    fn: Matcher = namespace[name]
+    return fn
+
+
+def check_renderable(node: Node) -> None:
+    """Render and compile one rule alone, so a rule that cannot become code fails at load, by itself."""
+    build_matcher([(0, node)], "check")

@@ -1,0 +1,239 @@
+"""Reading Sigma rule files: YAML with line numbers, pySigma parsing, the pipeline, compilation.
+
+Each document of each file becomes a :class:`LoadedRule`: supported and compiled, or unsupported with a
+precise reason. A file or document that is not valid Sigma at all becomes a :class:`DetectionError` naming
+file:line and rule id, collected so one bad rule never hides the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sigma.correlations import SigmaCorrelationRule
+from sigma.exceptions import SigmaError, SigmaRuleLocation
+from sigma.rule import SigmaRule
+
+from assay import attack
+from assay.detection._codegen import check_renderable
+from assay.detection._compiler import compile_rule
+from assay.detection._ir import Node, action_bound
+from assay.detection._pipeline import Unmappable, assay_pipeline
+from assay.errors import AttackError, DetectionError, ErrorCollector, RuleUnsupported, Source
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    """What ``engine.rules`` and ``assay rules check`` report about one rule."""
+
+    id: str
+    title: str
+    file: str | None
+    line: int | None
+    logsource: dict[str, str]
+    supported: bool
+    reason: str | None
+    techniques: tuple[str, ...]
+    level: str = ""
+    kind: str = "rule"  # or "correlation"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "file": self.file,
+            "line": self.line,
+            "logsource": dict(self.logsource),
+            "supported": self.supported,
+            "reason": self.reason,
+            "techniques": list(self.techniques),
+            "level": self.level,
+            "kind": self.kind,
+        }
+
+
+@dataclass
+class LoadedRule:
+    info: RuleInfo
+    rule: SigmaRule | SigmaCorrelationRule
+    node: Node | None = None  # compiled condition, for supported detection rules
+    actions: frozenset[str] | None = None  # event.action bound of the condition
+    name: str | None = None  # Sigma `name`, referenced by correlations
+    emit: bool = True  # False for base rules of a correlation without `generate: true`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _line_index(node: yaml.Node, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int]]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                p = (*path, str(key.value))
+                yield p, key.start_mark.line + 1
+                yield from _line_index(value, p)
+
+
+@dataclass
+class _Document:
+    data: Any
+    line: int
+    lines: dict[tuple[str, ...], int]
+
+    def line_of_field(self, field_name: str) -> int:
+        """First line under ``detection`` whose key names ``field_name`` (before any ``|modifier``)."""
+        for path, line in self.lines.items():
+            if len(path) >= 3 and path[0] == "detection" and path[-1].split("|", 1)[0] == field_name:
+                return line
+        return self.lines.get(("detection",), self.line)
+
+
+def read_documents(path: Path) -> list[_Document]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DetectionError(f"cannot read rule file: {exc}", Source(file=str(path))) from exc
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        datas = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise DetectionError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}", Source(str(path), line)
+        ) from exc
+    docs: list[_Document] = []
+    for node, data in zip(nodes, datas, strict=True):
+        if node is None or data is None:
+            continue
+        docs.append(_Document(data, node.start_mark.line + 1, dict(_line_index(node))))
+    return docs
+
+
+def rule_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            yield from sorted(x for x in path.rglob("*") if x.suffix in {".yml", ".yaml"} and x.is_file())
+        elif path.exists():
+            yield path
+        else:
+            raise DetectionError("no such rule file or directory", Source(file=str(path)))
+
+
+def _techniques(tags: Iterable[Any], src: Source) -> tuple[str, ...]:
+    out: list[str] = []
+    for tag in tags:
+        text = str(tag)
+        if not text.lower().startswith("attack.t"):
+            continue
+        try:
+            tid = attack.from_tag(text)
+        except AttackError as exc:
+            raise DetectionError(f"bad ATT&CK tag {text!r}: {exc.message}", src) from exc
+        if tid and tid not in out:
+            out.append(tid)
+    return tuple(out)
+
+
+def _rule_id(data: Any, fallback: str) -> str:
+    if isinstance(data, dict):
+        rid = data.get("id") or data.get("name") or data.get("title")
+        if rid:
+            return str(rid)
+    return fallback
+
+
+def _sigma_message(exc: SigmaError) -> str:
+    text = str(exc)
+    # pySigma appends the absolute source path; we print file:line ourselves.
+    return text.split(" in rule ")[0] if " in rule " in text else text
+
+
+def load_document(path: Path, doc: _Document, index: int) -> LoadedRule:
+    """Parse, map and compile one YAML document. Raises DetectionError for a document that is not Sigma."""
+    src = Source(file=str(path), line=doc.line)
+    data = doc.data
+    fallback = f"{path.name}#{index + 1}"
+    rid = _rule_id(data, fallback)
+    src = src.with_(rule=rid)
+    if not isinstance(data, dict):
+        raise DetectionError("a Sigma rule must be a YAML mapping", src)
+    location = SigmaRuleLocation(path, doc.line)
+    try:
+        if "correlation" in data:
+            parsed: SigmaRule | SigmaCorrelationRule = SigmaCorrelationRule.from_dict(data, source=location)
+        elif "filter" in data and "detection" not in data:
+            raise DetectionError(
+                "Sigma filter documents are not applied by Assay; express exceptions as allowlist entries",
+                src,
+            )
+        else:
+            parsed = SigmaRule.from_dict(data, source=location)
+    except SigmaError as exc:
+        raise DetectionError(f"pySigma rejects the rule: {_sigma_message(exc)}", src) from exc
+    techniques = _techniques(parsed.tags or [], src)
+    title = str(parsed.title or "")
+    level = parsed.level.name.lower() if parsed.level else ""
+    name = str(data.get("name")) if data.get("name") else None
+    if isinstance(parsed, SigmaCorrelationRule):
+        info = RuleInfo(rid, title, str(path), doc.line, {}, True, None, techniques, level, "correlation")
+        return LoadedRule(info, parsed, name=name)
+    logsource = {
+        k: str(v)
+        for k, v in (
+            ("product", parsed.logsource.product),
+            ("category", parsed.logsource.category),
+            ("service", parsed.logsource.service),
+        )
+        if v
+    }
+    node: Node | None = None
+    reason: str | None = None
+    line = doc.line
+    try:
+        assay_pipeline().apply(parsed)
+        node = compile_rule(parsed)
+        check_renderable(node)
+    except Unmappable as exc:
+        reason = str(exc).split(" in rule ")[0]
+        line = _line_for_reason(doc, reason)
+    except RuleUnsupported as exc:
+        reason = exc.message
+    except SigmaError as exc:
+        raise DetectionError(f"pySigma rejects the rule: {_sigma_message(exc)}", src) from exc
+    info = RuleInfo(rid, title, str(path), line, logsource, reason is None, reason, techniques, level)
+    actions = action_bound(node) if node is not None else None
+    return LoadedRule(info, parsed, node=node, actions=actions, name=name)
+
+
+def _line_for_reason(doc: _Document, reason: str) -> int:
+    # Reasons name the field as "field 'X'"; point at it. Logsource reasons point at the logsource.
+    if "field '" in reason:
+        name = reason.split("field '", 1)[1].split("'", 1)[0]
+        return doc.line_of_field(name)
+    return doc.lines.get(("logsource",), doc.line)
+
+
+def load_rules(paths: Iterable[str | Path], errors: ErrorCollector) -> list[LoadedRule]:
+    """Every rule of every file under ``paths``; bad files and documents go to ``errors``."""
+    out: list[LoadedRule] = []
+    files: list[Path] = []
+    with errors.capture():
+        files = list(rule_files(paths))
+    for path in files:
+        docs: list[_Document] = []
+        with errors.capture():
+            docs = read_documents(path)
+        for i, doc in enumerate(docs):
+            with errors.capture():
+                out.append(load_document(path, doc, i))
+    return out
+
+
+def unsupported(loaded: LoadedRule, reason: str) -> LoadedRule:
+    """A copy of ``loaded`` marked unsupported (used when a correlation's references fail)."""
+    i = loaded.info
+    info = RuleInfo(i.id, i.title, i.file, i.line, i.logsource, False, reason, i.techniques, i.level, i.kind)
+    return LoadedRule(info, loaded.rule, None, None, loaded.name, loaded.emit, loaded.extra)

