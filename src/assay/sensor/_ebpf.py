@@ -93,6 +93,8 @@ class EbpfSource(Source):
         self.attach_seconds = 0.0
         self.snapshot_size = 0
         self.program_ids: list[int] = []
+        self._records = 0  # ring-buffer records read (decoded or not)
+        self._kernel_records = 0  # records the kernel says it submitted, as of the last read
 
     # --- start ------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -166,6 +168,7 @@ class EbpfSource(Source):
 
     # --- poll -------------------------------------------------------------------------------------------
     def _handle(self, rec: memoryview) -> None:
+        self._records += 1
         try:
             ev = self.decoder.decode(rec)
         except SensorError:
@@ -199,15 +202,17 @@ class EbpfSource(Source):
         if raw is None:
             raise SensorError("cannot read the kernel drop counters (stats map)")
         out = []
+        submitted = 0
         for cpu in range(self._ncpu):
             v = R.STATS.unpack_from(raw, cpu * size)
+            submitted += v[0]
             out.append((cpu, v[1], v[2], list(v[3:8])))
+        self._kernel_records = submitted
         return out
 
     def _loss_events(self, now: float) -> list[Event]:
         out: list[Event] = []
         start = self._last_loss_check
-        total_records = 0
         for cpu, dropped, last_ts, by_type in self._read_drops():
             delta = dropped - self._cpu_dropped[cpu]
             if delta > 0:
@@ -220,17 +225,14 @@ class EbpfSource(Source):
                 out.append(self._loss(delta, start, end, **{"loss.cpu": cpu, "loss.record_types": kinds}))
                 self._cpu_dropped[cpu] = dropped
                 self._by_type_dropped[cpu] = by_type
-            total_records += dropped
         self._last_loss_check = now
         return out
 
     def _extra_stats(self) -> dict[str, Any]:
-        if self._stats_fd < 0 or self._state != "running":
-            return {"tree_size": len(self.tree)}
-        size = (R.STATS.size + 7) & ~7
-        raw = _libbpf.map_lookup(self._stats_fd, b"\0\0\0\0", size * self._ncpu)
-        kernel = sum(R.STATS.unpack_from(raw, c * size)[0] for c in range(self._ncpu)) if raw else 0
-        return {"kernel_records": kernel, "tree_size": len(self.tree)}
+        """``records`` read from the ring; ``kernel_records`` the kernel submitted (equal once drained)."""
+        if self._stats_fd >= 0:
+            self._read_drops()
+        return {"records": self._records, "kernel_records": self._kernel_records, "tree_size": len(self.tree)}
 
     # --- stop -------------------------------------------------------------------------------------------
     def _stop(self) -> list[Event]:
