@@ -27,9 +27,21 @@ ATOMIC_CORPUS = SHARED / "corpora" / "atomic-red-team"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     is_root = os.geteuid() == 0
+    kernel_reason: str | None = None
+    if any("kernel" in item.keywords for item in items):
+        kernel_reason = _ebpf_unavailable()
     for item in items:
         if "root" in item.keywords and not is_root:
             item.add_marker(pytest.mark.skip(reason="needs root (CAP_BPF, CAP_NET_ADMIN)"))
+        elif "kernel" in item.keywords and kernel_reason:
+            item.add_marker(pytest.mark.skip(reason=kernel_reason))
+
+
+def _ebpf_unavailable() -> str | None:
+    """Why the sensor's eBPF object cannot load here (None when it can). Tried once per session."""
+    from assay.sensor import probe_ebpf
+
+    return probe_ebpf()
 
 
 @pytest.fixture(scope="session")

@@ -41,8 +41,13 @@ class AssaySpecs:
         """Allowlist YAML files to load by default."""
 
 
-# Modules of Assay itself that implement hooks; order is the order of CLI help.
-BUILTIN_PLUGINS: tuple[str, ...] = ("assay.cli.demo", "assay.detection._plugin")
+# Modules of Assay itself that implement hooks.
+# One entry per line, sorted, so parallel additions rarely touch the same lines.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "assay.cli.demo",
+    "assay.cli.sense",
+    "assay.detection._plugin",
+)
 
 
 @cache

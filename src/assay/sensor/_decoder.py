@@ -1,0 +1,413 @@
+"""eBPF records → normalized :class:`Event`s (sans-I/O: bytes in, events out, the process tree updated).
+
+This is the hot path of the sensor: one call per kernel record. It avoids intermediate objects: a record is
+unpacked once, the actor's cached ``process.*`` fields come from the tree, and the event dict is built in one
+go. Tests drive it with records packed by hand, so it needs neither root nor a kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from assay.errors import SensorError
+from assay.events import Action, Event, entity_id
+from assay.sensor import _net
+from assay.sensor import _records as R
+from assay.sensor._syscalls import NO_ARG, NOT_PATH, Syscall
+from assay.sensor._tree import ProcessInfo, ProcessTree, container_id_from_cgroup
+
+_NS_PER_TICK = 10_000_000  # USER_HZ = 100
+_AT_REMOVEDIR = 0x200
+_O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC = 0o1, 0o2, 0o100, 0o1000
+_EINPROGRESS = 115
+_EXEC, _FORK, _EXIT = Action.EXEC.value, Action.FORK.value, Action.EXIT.value
+_OPEN_FAMILY = frozenset({"open", "openat", "openat2"})
+
+
+def _text(raw: bytes | memoryview) -> str:
+    return bytes(raw).decode("utf-8", "backslashreplace")
+
+
+def _join(base: str | None, path: str) -> str:
+    """A caller-given path resolved against the directory it was relative to (lexically, like the kernel
+    would for a path without symlinks); absolute paths and unknown bases are returned as given."""
+    if not base or path.startswith("/"):
+        return path
+    return os.path.normpath(f"{base}/{path}") if path else base
+
+
+def split_argv(raw: bytes) -> list[str]:
+    """NUL-separated argv as the kernel keeps it (each argument NUL-terminated)."""
+    if not raw:
+        return []
+    parts = raw.split(b"\0")
+    if parts[-1] == b"":
+        parts.pop()
+    return [p.decode("utf-8", "backslashreplace") for p in parts]
+
+
+class Decoder:
+    """Turns raw records into events for one host, keeping the process tree current."""
+
+    def __init__(
+        self,
+        tree: ProcessTree,
+        host: str,
+        syscalls: Mapping[int, Syscall],
+        host_namespaces: Mapping[str, int] | None = None,
+        source: str = "ebpf",
+    ) -> None:
+        self.tree = tree
+        self.host = host
+        self.source = source
+        self.syscalls = dict(syscalls)
+        self._host_ns = dict(host_namespaces or {})
+        self.clock_offset = 0.0
+        self.sync_clock()
+
+    def sync_clock(self) -> None:
+        """Kernel timestamps are CLOCK_BOOTTIME; the offset to the wall clock moves with NTP steps."""
+        self.clock_offset = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    # --- entry point ------------------------------------------------------------------------------------
+    def decode(self, rec: bytes | memoryview) -> Event | None:
+        if len(rec) < R.HDR_SIZE:
+            raise SensorError(f"kernel record of {len(rec)} bytes is shorter than its header")
+        kind = R.TYPE.unpack_from(rec, R.TYPE_OFFSET)[0]
+        if kind == R.EV_SYSCALL:
+            return self._syscall(rec)
+        if kind == R.EV_EXEC:
+            return self._exec(rec)
+        if kind == R.EV_FORK:
+            return self._fork(rec)
+        if kind == R.EV_EXIT:
+            return self._exit(rec)
+        raise SensorError(f"kernel record of unknown type {kind}")
+
+    # --- common parts -----------------------------------------------------------------------------------
+    def _actor(self, h: tuple[Any, ...]) -> ProcessInfo:
+        start = h[R.H_START] // _NS_PER_TICK
+        info = self.tree.get(entity_id(h[R.H_PID], start))
+        if info is None:
+            comm = h[R.H_COMM].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            info = self.tree.ensure(h[R.H_PID], start, h[R.H_PPID], h[R.H_PSTART] // _NS_PER_TICK, comm)
+        info.uid, info.euid, info.gid = h[R.H_UID], h[R.H_EUID], h[R.H_GID]
+        return info
+
+    def _base(self, h: tuple[Any, ...], action: str, info: ProcessInfo) -> dict[str, Any]:
+        f = dict(self.tree.fields(info))
+        f["@timestamp"] = h[R.H_TS] / 1e9 + self.clock_offset
+        f["event.action"] = action
+        f["event.source"] = self.source
+        f["host.name"] = self.host
+        f["process.tid"] = h[R.H_TID]
+        uid = h[R.H_UID]
+        f["user.id"] = uid
+        name = self.tree.user_name(uid)
+        if name is not None:
+            f["user.name"] = name
+        f["user.effective.id"] = h[R.H_EUID]
+        f["group.id"] = h[R.H_GID]
+        if h[R.H_LOGINUID] != R.INVALID_UID:
+            f["user.audit.id"] = h[R.H_LOGINUID]
+        f["cgroup.id"] = h[R.H_CGROUP]
+        hn = self._host_ns
+        if hn:
+            if h[R.H_PIDNS] != hn.get("pid"):
+                f["namespace.pid"] = h[R.H_PIDNS]
+                f["process.pid_ns"] = h[R.H_PIDNS]
+                f["process.ns_pid"] = h[R.H_NSPID]
+            if h[R.H_MNTNS] != hn.get("mnt"):
+                f["namespace.mnt"] = h[R.H_MNTNS]
+            if h[R.H_NETNS] != hn.get("net"):
+                f["namespace.net"] = h[R.H_NETNS]
+        return f
+
+    # --- process lifecycle ------------------------------------------------------------------------------
+    def _exec(self, rec: bytes | memoryview) -> Event:
+        t = R.EXEC.unpack_from(rec)
+        h = t[: R.H_LEN]
+        argv_len, argv_total, fn_len, exe_len, cwd_len, cg_len, cg1_len = t[R.H_LEN :]
+        data = bytes(rec[R.EXEC.size :])
+        off = argv_len
+        args = split_argv(data[:argv_len])
+        filename = _text(data[off : off + fn_len]) if fn_len else None
+        off += fn_len + 1 if fn_len else 0
+        exe = _text(data[off : off + exe_len]) if exe_len else None
+        off += exe_len
+        cwd = _text(data[off : off + cwd_len]) if cwd_len else None
+        off += cwd_len
+        cg = _text(data[off : off + cg_len]) if cg_len else ""
+        off += cg_len + 1 if cg_len else 0
+        cg1 = _text(data[off : off + cg1_len]) if cg1_len else ""
+        flags = h[R.H_FLAGS]
+        truncated = bool(flags & R.F_ARGV_TRUNC)
+        info = self._actor(h)
+        if exe is None and filename is not None:
+            exe = _join(cwd, filename)
+        self.tree.exec(info, exe, args, cwd, truncated=truncated)
+        if info.container_id is None:
+            info.container_id = container_id_from_cgroup(cg) or container_id_from_cgroup(cg1)
+        f = self._base(h, _EXEC, info)
+        if truncated:
+            f["process.args_truncated"] = True
+            f["process.args_bytes"] = argv_total
+        if flags & R.F_ARGV_FAULT:
+            f["process.args_fault"] = True
+        if filename is not None and filename != exe:
+            f["process.exec_filename"] = filename
+        if cg:
+            f["cgroup.path"] = cg
+        return Event(f)
+
+    def _fork(self, rec: bytes | memoryview) -> Event:
+        t = R.FORK.unpack_from(rec)
+        h = t[: R.H_LEN]
+        child_start, child_pstart, child_pid, child_ppid = t[R.H_LEN :]
+        self._actor(h)  # the forking process, so the child inherits what is known of it
+        child = self.tree.fork(
+            child_pid, child_start // _NS_PER_TICK, child_ppid, child_pstart // _NS_PER_TICK
+        )
+        f = self._base(h, _FORK, child)
+        f["process.tid"] = child_pid
+        return Event(f)
+
+    def _exit(self, rec: bytes | memoryview) -> Event:
+        t = R.EXIT.unpack_from(rec)
+        h = t[: R.H_LEN]
+        status = t[R.H_LEN]
+        info = self._actor(h)
+        f = self._base(h, _EXIT, info)
+        sig = status & 0x7F
+        if sig:
+            f["process.exit_code"] = 128 + sig  # the shell's convention for "killed by signal N"
+            f["signal.number"] = sig
+        else:
+            f["process.exit_code"] = (status >> 8) & 0xFF
+        self.tree.exit(info)
+        return Event(f)
+
+    # --- syscalls ---------------------------------------------------------------------------------------
+    def _syscall(self, rec: bytes | memoryview) -> Event | None:
+        t = R.SYS.unpack_from(rec)
+        h = t[: R.H_LEN]
+        i = R.H_LEN
+        ret = t[i]
+        args = t[i + 1 : i + 7]
+        nr = t[i + 7]
+        slen = t[i + 8 : i + 14]
+        blob_len, argv_len = t[i + 14], t[i + 15]
+        s_family, s_type, s_proto, s_lport, s_rport, _state, _pad, s_laddr, s_raddr = t[i + 16 :]
+        sc = self.syscalls.get(nr)
+        if sc is None:
+            raise SensorError(f"kernel record for syscall {nr}, which is not in the table")
+        data = bytes(rec[R.SYS.size :])
+        strs: list[str | None] = [None] * 6
+        off = 0
+        for slot in _SLOT_ORDER:
+            n = slen[slot]
+            if not n:
+                continue
+            if slot <= R.S_ARG2:  # a user string, stored with its NUL
+                strs[slot] = _text(data[off : off + n - 1])
+            else:  # a path from a dentry walk, stored without one
+                strs[slot] = _text(data[off : off + n])
+            off += n
+        blob = data[off : off + blob_len]
+        off += blob_len
+        fail_argv = split_argv(data[off : off + argv_len]) if argv_len else None
+
+        action: str = sc.action.value
+        flags = h[R.H_FLAGS]
+        if sc.name in _OPEN_FAMILY and flags & R.F_SENSITIVE:
+            open_flags = self._open_flags(sc, args, blob)
+            if not open_flags & (_O_WRONLY | _O_RDWR | _O_CREAT | _O_TRUNC):
+                action = Action.FILE_READ_SENSITIVE.value
+        info = self._actor(h)
+        if action == Action.KILL and not self._kill_worth_reporting(sc, args, h):
+            return None
+        f = self._base(h, action, info)
+        f["event.outcome"] = "success" if ret >= 0 else ("unknown" if ret == -_EINPROGRESS else "failure")
+        if ret < 0:
+            f["event.code"] = -ret
+        f["syscall.name"] = sc.name
+        self._fill(sc, action, f, args, strs, blob, ret, flags)
+        if flags & R.F_SOCK:
+            self._sock(action, f, s_family, s_type, s_proto, s_lport, s_rport, s_laddr, s_raddr)
+        if fail_argv is not None:
+            f["exec.args"] = fail_argv
+            if flags & R.F_ARGV_TRUNC:
+                f["exec.args_truncated"] = True
+        if flags & R.F_PATH_TRUNC:
+            f["file.path_truncated"] = True
+        return Event(f)
+
+    @staticmethod
+    def _open_flags(sc: Syscall, args: tuple[int, ...], blob: bytes) -> int:
+        if sc.name == "openat2":
+            return int.from_bytes(blob[:8], "little") if len(blob) >= 8 else 0
+        return args[sc.open_flags] if sc.open_flags < 6 else 0
+
+    @staticmethod
+    def _kill_worth_reporting(sc: Syscall, args: tuple[int, ...], h: tuple[Any, ...]) -> bool:
+        """Signal 0 only probes for existence, and a process signalling itself is not an attack on another."""
+        sig = args[2] if sc.name == "tgkill" else args[1]
+        target = _s32(args[0])
+        return sig != 0 and target not in (h[R.H_PID], h[R.H_TID])
+
+    def _fill(
+        self,
+        sc: Syscall,
+        action: str,
+        f: dict[str, Any],
+        args: tuple[int, ...],
+        strs: list[str | None],
+        blob: bytes,
+        ret: int,
+        flags: int,
+    ) -> None:
+        path = strs[R.S_ARG0]
+        if path is not None and sc.strs and sc.strs[0][1] != NOT_PATH:
+            path = _join(strs[R.S_BASE0], path)
+        if action in _FILE_ACTIONS:
+            p = strs[R.S_FDPATH] if sc.fd_path != NO_ARG else path
+            if p is not None:
+                f["file.path"] = p
+            if action == Action.FILE_RENAME and strs[R.S_ARG1] is not None:
+                f["file.target_path"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
+            creates = sc.name == "creat" or (sc.open_flags < 6 and args[sc.open_flags] & _O_CREAT)
+            if sc.mode_arg is not None and (action == Action.FILE_CHMOD or creates):
+                f["file.mode"] = args[sc.mode_arg] & 0o7777
+            if sc.name in _OPEN_FAMILY:
+                f["file.flags"] = self._open_flags(sc, args, blob)
+            if sc.name == "rmdir" or (sc.name == "unlinkat" and args[2] & _AT_REMOVEDIR):
+                f["file.type"] = "dir"
+            if sc.name in ("chown", "lchown", "fchownat", "fchown"):
+                i = 1 if sc.name != "fchownat" else 2
+                if _s32(args[i]) != -1:
+                    f["file.uid"] = args[i] & 0xFFFFFFFF
+                if _s32(args[i + 1]) != -1:
+                    f["file.gid"] = args[i + 1] & 0xFFFFFFFF
+            if flags & R.F_SENSITIVE_DIR:
+                f["file.sensitive_match"] = "directory"
+            elif flags & R.F_SENSITIVE:
+                f["file.sensitive_match"] = "file"
+        elif action in (Action.CONNECT, Action.BIND):
+            _net.sockaddr_fields(action, blob, f)
+        elif action == Action.EXEC_FAILED:
+            if path is not None:
+                f["file.path"] = path
+        elif action in (Action.SETUID, Action.SETGID):
+            target = self._cred_target(sc, args)
+            if target is not None:
+                f["user.target.id" if action == Action.SETUID else "group.target.id"] = target
+        elif action == Action.PTRACE:
+            f["ptrace.request"] = args[0]
+            f["ptrace.target_pid"] = _s32(args[1])
+        elif action == Action.KILL:
+            f["signal.number"] = args[2] if sc.name == "tgkill" else args[1]
+            f["signal.target_pid"] = _s32(args[0])
+        elif action == Action.PRCTL:
+            f["prctl.option"] = args[0]
+        elif action == Action.MEMFD_CREATE:
+            if strs[R.S_ARG0] is not None:
+                f["memfd.name"] = strs[R.S_ARG0]
+            f["file.flags"] = args[1]
+        elif action == Action.MOUNT:
+            if sc.name == "mount":
+                if strs[R.S_ARG0] is not None:
+                    f["mount.source"] = strs[R.S_ARG0]
+                if strs[R.S_ARG1] is not None:
+                    f["mount.target"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
+                if strs[R.S_ARG2] is not None:
+                    f["mount.fstype"] = strs[R.S_ARG2]
+            else:
+                if path is not None:
+                    f["mount.source"] = path
+                if strs[R.S_ARG1] is not None:
+                    f["mount.target"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
+        elif action == Action.UMOUNT:
+            if path is not None:
+                f["mount.target"] = path
+        elif action == Action.BPF_LOAD:
+            f["bpf.command"] = args[0]
+            if len(blob) >= 4:
+                f["bpf.prog_type"] = int.from_bytes(blob[:4], "little")
+            if len(blob) >= 64:
+                name = blob[48:64].split(b"\0", 1)[0]
+                if name:
+                    f["bpf.prog_name"] = _text(name)
+        elif action == Action.MODULE_LOAD:
+            if strs[R.S_FDPATH] is not None:
+                f["file.path"] = strs[R.S_FDPATH]
+            params = strs[R.S_ARG1] if sc.name == "finit_module" else strs[R.S_ARG0]
+            if params:
+                f["module.params"] = params
+
+    @staticmethod
+    def _cred_target(sc: Syscall, args: tuple[int, ...]) -> int | None:
+        """The id a set*id call asks for: the effective one where the call names several."""
+        # setre*id(r, e), setres*id(r, e, s): effective first, then real
+        cand = [args[0]] if sc.name in ("setuid", "setgid", "setfsuid", "setfsgid") else [args[1], args[0]]
+        for c in cand:
+            if _s32(c) != -1:
+                return c & 0xFFFFFFFF
+        return None
+
+    @staticmethod
+    def _sock(
+        action: str,
+        f: dict[str, Any],
+        family: int,
+        sock_type: int,
+        proto: int,
+        lport: int,
+        rport: int,
+        laddr: bytes,
+        raddr: bytes,
+    ) -> None:
+        fam = _net.family_name(family)
+        if fam is None:
+            return
+        f.setdefault("network.family", fam)
+        tr = _net.transport(family, sock_type, proto)
+        if tr:
+            f["network.transport"] = tr
+        if family == _net.AF_UNIX:
+            return
+        local_ip = _net.ip_text(laddr, family)
+        remote_ip = _net.ip_text(raddr, family)
+        if action == Action.ACCEPT:
+            # the peer that connected in is the source; this host's listening end the destination
+            f["source.ip"], f["source.port"] = remote_ip, rport
+            f["destination.ip"], f["destination.port"] = local_ip, lport
+        elif action == Action.CONNECT:
+            f.setdefault("destination.ip", remote_ip)
+            f.setdefault("destination.port", rport)
+            if lport:
+                f["source.ip"], f["source.port"] = local_ip, lport
+        else:  # bind, listen: the local end; after bind(port 0) the socket knows the port it got
+            f.setdefault("source.ip", local_ip)
+            if lport:
+                f["source.port"] = lport
+
+
+_SLOT_ORDER = (R.S_ARG0, R.S_BASE0, R.S_ARG1, R.S_BASE1, R.S_ARG2, R.S_FDPATH)
+_FILE_ACTIONS = frozenset(
+    {
+        Action.FILE_WRITE,
+        Action.FILE_DELETE,
+        Action.FILE_RENAME,
+        Action.FILE_CHMOD,
+        Action.FILE_CHOWN,
+        Action.FILE_READ_SENSITIVE,
+    }
+)
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v

@@ -1,0 +1,66 @@
+"""The binary records of the eBPF sensor (``bpf/records.h``), as Python struct formats.
+
+Sizes are pinned on both sides: ``_Static_assert`` in C, :func:`layout_sizes` here, and a test that reads the
+asserts out of ``records.h`` and compares. Changing a record means changing all three.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+# struct hdr: ts, start, pstart, cgroup_id, then 16 u32 (type ... cpu), then comm[16]
+HDR = "QQQQ16I16s"
+HDR_SIZE = 112
+
+EXEC = struct.Struct("<" + HDR + "IIHHHHH6x")  # argv_len, argv_total, filename, exe, cwd, cg, cg1 lengths
+FORK = struct.Struct("<" + HDR + "QQII")  # child_start, child_pstart, child_pid, child_ppid
+EXIT = struct.Struct("<" + HDR + "iI")  # exit_code, pad
+# ret, args[6], nr, slen[6], blob_len, argv_len, pad, then struct sockinfo
+SYS = struct.Struct("<" + HDR + "q6QI6HHH4x" + "HHHHHBB16s16s4x")
+TYPE = struct.Struct("<I")
+TYPE_OFFSET = 32
+
+# Indexes into an unpacked header.
+H_TS, H_START, H_PSTART, H_CGROUP, H_TYPE, H_FLAGS, H_PID, H_TID, H_PPID = range(9)
+H_UID, H_EUID, H_GID, H_EGID, H_LOGINUID, H_SESSIONID, H_MNTNS, H_NETNS, H_PIDNS, H_NSPID = range(9, 19)
+H_CPU, H_COMM = 19, 20
+H_LEN = 21
+
+EV_EXEC, EV_FORK, EV_EXIT, EV_SYSCALL = 1, 2, 3, 4
+RECORD_TYPES = {EV_EXEC: "exec", EV_FORK: "fork", EV_EXIT: "exit", EV_SYSCALL: "syscall"}
+
+F_ARGV_TRUNC = 1 << 0
+F_ARGV_FAULT = 1 << 1
+F_PATH_TRUNC = 1 << 2
+F_STR_FAULT = 1 << 3
+F_SENSITIVE = 1 << 4
+F_SENSITIVE_DIR = 1 << 5
+F_SOCK = 1 << 6
+
+# Slots of a syscall record's strings.
+S_ARG0, S_ARG1, S_ARG2, S_BASE0, S_BASE1, S_FDPATH = range(6)
+
+# struct stats (per CPU): events, dropped, last_drop_ts, dropped_by_type[5]
+STATS = struct.Struct("<QQQ5Q")
+INODE_KEY = struct.Struct("<QII")  # ino, dev, pad
+
+ARGV_CAP = 16384
+INVALID_UID = 0xFFFFFFFF
+
+
+def layout_sizes() -> dict[str, int]:
+    """The sizes records.h asserts, computed from the formats above."""
+    return {
+        "hdr": HDR_SIZE,
+        "exec_rec.data": EXEC.size,
+        "fork_rec": FORK.size,
+        "exit_rec": EXIT.size,
+        "sys_rec.sk": SYS.size - 48,
+        "sys_rec.data": SYS.size,
+    }
+
+
+def kernel_dev(st_dev: int) -> int:
+    """A userspace st_dev as the kernel's internal dev_t (MKDEV: major << 20 | minor) stored in s_dev."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)

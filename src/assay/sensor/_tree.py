@@ -1,0 +1,318 @@
+"""The process tree: who is whose parent, *as recorded at fork time*, and what each process is running.
+
+Every source feeds it fork, exec and exit, and asks it to enrich each event with the process's executable,
+argv, cwd and user, its parent's, and its ancestry (entity ids, nearest first). The parent is the one seen at
+fork time, so a daemonised child (re-parented to init or a subreaper) keeps its real lineage, which is what
+attribution of a detection to the command that caused it depends on.
+
+Processes older than the sensor come from a ``/proc`` snapshot taken at start; for them the parent is the
+current one (the fork is history), which is the best anyone can know.
+
+Exited processes stay for a grace period so that events still queued for them, and their children, are
+enriched; then they are forgotten, so the tree's size follows the live process count.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assay.events import entity_id
+
+_CONTAINER_ID = re.compile(r"(?:^|[-/:_.])([0-9a-f]{64})(?:\.scope)?(?:$|/)")
+
+
+def container_id_from_cgroup(text: str) -> str | None:
+    """A container id from a cgroup path or name (docker, containerd, CRI-O, podman all use 64 hex digits)."""
+    m = _CONTAINER_ID.search(text)
+    return m.group(1) if m else None
+
+
+@dataclass(slots=True)
+class ProcessInfo:
+    pid: int
+    start: int  # clock ticks since boot, as /proc/PID/stat field 22
+    entity_id: str
+    ppid: int | None = None
+    parent_entity_id: str | None = None
+    ancestry: tuple[str, ...] = ()
+    executable: str | None = None
+    name: str | None = None
+    args: list[str] | None = None
+    command_line: str | None = None
+    cwd: str | None = None
+    uid: int | None = None
+    euid: int | None = None
+    gid: int | None = None
+    args_from_proc: bool = False
+    args_truncated: bool = False
+    container_id: str | None = None
+    exited: bool = False
+    version: int = 0
+    # cached enrichment of this process's events, and the parent version it was built from
+    _fields: dict[str, Any] | None = field(default=None, repr=False)
+    _parent_version: int = -1
+
+
+class ProcessTree:
+    """Process identity and lineage for one host. Not thread-safe: one source thread owns it."""
+
+    def __init__(self, keep_exited: int = 8192) -> None:
+        self._by_entity: dict[str, ProcessInfo] = {}
+        self._by_pid: dict[int, ProcessInfo] = {}
+        self._exited: deque[str] = deque()
+        self._keep_exited = keep_exited
+        self._users: dict[int, str | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_entity)
+
+    def get(self, eid: str) -> ProcessInfo | None:
+        return self._by_entity.get(eid)
+
+    def by_pid(self, pid: int) -> ProcessInfo | None:
+        return self._by_pid.get(pid)
+
+    # --- feeding ----------------------------------------------------------------------------------------
+    def add(self, info: ProcessInfo) -> ProcessInfo:
+        old = self._by_entity.get(info.entity_id)
+        if old is not None:
+            return old
+        self._by_entity[info.entity_id] = info
+        self._by_pid[info.pid] = info
+        return info
+
+    def fork(self, pid: int, start: int, ppid: int, pstart: int) -> ProcessInfo:
+        """A new process: it inherits its parent's image, argv, cwd and user until it execs."""
+        eid = entity_id(pid, start)
+        known = self._by_entity.get(eid)
+        if known is not None:
+            return known  # the /proc snapshot got there first
+        parent = self._by_entity.get(entity_id(ppid, pstart))
+        info = ProcessInfo(
+            pid=pid, start=start, entity_id=eid, ppid=ppid, parent_entity_id=entity_id(ppid, pstart)
+        )
+        if parent is not None:
+            info.ancestry = (parent.entity_id, *parent.ancestry)
+            info.executable = parent.executable
+            info.name = parent.name
+            info.args = parent.args
+            info.command_line = parent.command_line
+            info.cwd = parent.cwd
+            info.uid, info.euid, info.gid = parent.uid, parent.euid, parent.gid
+            info.args_from_proc = parent.args_from_proc
+            info.args_truncated = parent.args_truncated
+            info.container_id = parent.container_id
+        else:
+            info.ancestry = (info.parent_entity_id,) if info.parent_entity_id else ()
+        return self.add(info)
+
+    def exec(
+        self,
+        info: ProcessInfo,
+        executable: str | None,
+        args: list[str],
+        cwd: str | None,
+        *,
+        truncated: bool = False,
+        from_proc: bool = False,
+    ) -> None:
+        info.executable = executable
+        info.name = executable.rpartition("/")[2] if executable else info.name
+        info.args = args
+        info.command_line = " ".join(args)
+        if cwd:
+            info.cwd = cwd
+        info.args_truncated = truncated
+        info.args_from_proc = from_proc
+        info.version += 1
+        info._fields = None
+
+    def exit(self, info: ProcessInfo) -> None:
+        if info.exited:
+            return
+        info.exited = True
+        self._exited.append(info.entity_id)
+        while len(self._exited) > self._keep_exited:
+            gone = self._by_entity.pop(self._exited.popleft(), None)
+            if gone is not None and self._by_pid.get(gone.pid) is gone:
+                del self._by_pid[gone.pid]
+
+    def ensure(
+        self,
+        pid: int,
+        start: int,
+        ppid: int | None,
+        pstart: int | None,
+        comm: str | None = None,
+        proc: Path | None = Path("/proc"),
+    ) -> ProcessInfo:
+        """The process with this identity; a process first seen mid-life is read from /proc if still there."""
+        eid = entity_id(pid, start)
+        info = self._by_entity.get(eid)
+        if info is not None:
+            return info
+        info = None
+        if proc is not None:
+            info = read_proc_process(proc, pid)
+            if info is not None and info.start != start:
+                info = None  # the pid was reused: /proc shows somebody else
+        if info is None:
+            info = ProcessInfo(pid=pid, start=start, entity_id=eid, name=comm)
+        if ppid is not None and pstart is not None:
+            info.ppid = ppid
+            info.parent_entity_id = entity_id(ppid, pstart)
+        parent = self._by_entity.get(info.parent_entity_id) if info.parent_entity_id else None
+        if parent is not None:
+            info.ancestry = (parent.entity_id, *parent.ancestry)
+        elif info.parent_entity_id:
+            info.ancestry = (info.parent_entity_id,)
+        return self.add(info)
+
+    def snapshot(self, proc: Path = Path("/proc"), skip: Iterable[int] = ()) -> int:
+        """Seed the tree with every live process; ancestry follows the current parents. Returns the count."""
+        skipped = set(skip)
+        found: list[ProcessInfo] = []
+        for entry in os.scandir(proc):
+            if not entry.name.isdigit() or int(entry.name) in skipped:
+                continue
+            info = read_proc_process(proc, int(entry.name))
+            if info is not None:
+                found.append(info)
+        by_pid = {i.pid: i for i in found}
+        for info in found:
+            parent = by_pid.get(info.ppid) if info.ppid else None
+            if parent is not None:
+                info.parent_entity_id = parent.entity_id
+        for info in found:
+            chain: list[str] = []
+            seen = {info.pid}
+            cur = by_pid.get(info.ppid) if info.ppid else None
+            while cur is not None and cur.pid not in seen and len(chain) < 256:
+                chain.append(cur.entity_id)
+                seen.add(cur.pid)
+                cur = by_pid.get(cur.ppid) if cur.ppid else None
+            info.ancestry = tuple(chain)
+            self.add(info)
+        return len(found)
+
+    # --- enrichment -------------------------------------------------------------------------------------
+    def user_name(self, uid: int) -> str | None:
+        if uid not in self._users:
+            try:
+                self._users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._users[uid] = None
+        return self._users[uid]
+
+    def fields(self, info: ProcessInfo) -> dict[str, Any]:
+        """The ``process.*`` and ``process.parent.*`` fields of this process's events (cached)."""
+        parent = self._by_entity.get(info.parent_entity_id) if info.parent_entity_id else None
+        pver = parent.version if parent is not None else -1
+        if info._fields is not None and info._parent_version == pver:
+            return info._fields
+        f: dict[str, Any] = {
+            "process.pid": info.pid,
+            "process.entity_id": info.entity_id,
+            "process.start": info.start,
+            "process.ancestry": list(info.ancestry),
+        }
+        if info.executable:
+            f["process.executable"] = info.executable
+        if info.name:
+            f["process.name"] = info.name
+        if info.args is not None:
+            f["process.args"] = info.args
+            f["process.args_count"] = len(info.args)
+            f["process.command_line"] = info.command_line
+            if info.args_truncated:
+                f["process.args_truncated"] = True
+            if info.args_from_proc:
+                f["process.args_from_proc"] = True
+        if info.cwd:
+            f["process.working_directory"] = info.cwd
+        if info.container_id:
+            f["container.id"] = info.container_id
+        if info.ppid is not None:
+            f["process.parent.pid"] = info.ppid
+        if info.parent_entity_id:
+            f["process.parent.entity_id"] = info.parent_entity_id
+        if parent is not None:
+            if parent.executable:
+                f["process.parent.executable"] = parent.executable
+            if parent.name:
+                f["process.parent.name"] = parent.name
+            if parent.args is not None:
+                f["process.parent.args"] = parent.args
+                f["process.parent.command_line"] = parent.command_line
+        info._fields = f
+        info._parent_version = pver
+        return f
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _readlink(path: Path) -> str | None:
+    try:
+        return str(path.readlink())
+    except OSError:
+        return None
+
+
+def parse_stat(text: str) -> tuple[str, int, int]:
+    """(comm, ppid, start ticks) from /proc/PID/stat; comm may contain spaces and parentheses."""
+    head, _, rest = text.rpartition(")")
+    comm = head.partition("(")[2]
+    fields = rest.split()
+    # rest starts at field 3 (state): ppid is field 4, starttime field 22
+    return comm, int(fields[1]), int(fields[19])
+
+
+def read_proc_process(proc: Path, pid: int) -> ProcessInfo | None:
+    """One process from /proc, or None when it is gone (or is a kernel thread without a command line)."""
+    base = proc / str(pid)
+    stat = _read(base / "stat")
+    if stat is None:
+        return None
+    try:
+        comm, ppid, start = parse_stat(stat.decode("utf-8", "replace"))
+    except (IndexError, ValueError):
+        return None
+    info = ProcessInfo(pid=pid, start=start, entity_id=entity_id(pid, start), ppid=ppid or None, name=comm)
+    cmdline = _read(base / "cmdline")
+    if cmdline:
+        parts = cmdline.split(b"\0")
+        if parts and parts[-1] == b"":
+            parts.pop()
+        info.args = [p.decode("utf-8", "backslashreplace") for p in parts]
+        info.command_line = " ".join(info.args)
+        info.args_from_proc = True
+    exe = _readlink(base / "exe")
+    if exe:
+        info.executable = exe.removesuffix(" (deleted)")
+        info.name = info.executable.rpartition("/")[2]
+    info.cwd = _readlink(base / "cwd")
+    status = _read(base / "status")
+    if status:
+        for line in status.decode("utf-8", "replace").splitlines():
+            if line.startswith("Uid:"):
+                ids = line.split()
+                info.uid, info.euid = int(ids[1]), int(ids[2])
+            elif line.startswith("Gid:"):
+                info.gid = int(line.split()[1])
+    cg = _read(base / "cgroup")
+    if cg:
+        info.container_id = container_id_from_cgroup(cg.decode("utf-8", "replace"))
+    return info
