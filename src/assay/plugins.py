@@ -46,6 +46,7 @@ class AssaySpecs:
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.demo",
     "assay.cli.sense",
+    "assay.cli.watch",
     "assay.detection._plugin",
 )
 

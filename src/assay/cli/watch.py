@@ -1,0 +1,243 @@
+"""`assay watch`: the host side of a round: sensor → detection engine → server (or files).
+
+It is the thin edge that joins packages which never import each other (DESIGN §2): `assay.sensor` produces
+events, `assay.detection` turns them into alerts, and this module ships both to the server's telemetry
+endpoint in batches (or writes JSON Lines files), so validation can read them from storage.
+
+Nothing is dropped silently: events the server did not accept are kept and re-sent, and if the backlog
+exceeds its bound the overflow is counted and shipped as a `loss` record, exactly as a kernel drop would be.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, Annotated
+
+import httpx
+import typer
+
+from assay.errors import AssayError, ConfigError
+from assay.events import Action, Alert, Event, alert_to_dict, dumps, dumps_alert, event_to_dict
+from assay.plugins import hookimpl
+
+BATCH_SECONDS = 0.25
+MAX_BACKLOG = 200_000  # events held while the server is unreachable before they count as lost
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    app.command("watch")(watch)
+
+
+class Shipper:
+    """Sends batches of events and alerts to ``POST /api/v2/telemetry`` and keeps what failed."""
+
+    def __init__(self, server: str, api_key: str, host: str) -> None:
+        self._client = httpx.Client(base_url=server.rstrip("/"), headers={"KEY": api_key}, timeout=10.0)
+        self._host = host
+        self._events: list[Event] = []
+        self._alerts: list[Alert] = []
+        self.sent_events = 0
+        self.sent_alerts = 0
+        self.overflow = 0
+        self.last_error: str | None = None
+
+    def add(self, events: Sequence[Event], alerts: Sequence[Alert]) -> None:
+        self._events.extend(events)
+        self._alerts.extend(alerts)
+        excess = len(self._events) - MAX_BACKLOG
+        if excess > 0:
+            # Keep the newest; account for the oldest as loss rather than forgetting them.
+            dropped = self._events[:excess]
+            del self._events[:excess]
+            self.overflow += excess
+            self._events.insert(
+                0,
+                Event.of(
+                    Action.LOSS,
+                    "ship",
+                    time.time(),
+                    host=self._host,
+                    values={
+                        "loss.count": excess,
+                        "loss.window.start": dropped[0].timestamp,
+                        "loss.window.end": dropped[-1].timestamp,
+                    },
+                ),
+            )
+
+    def flush(self) -> bool:
+        if not self._events and not self._alerts:
+            return True
+        body = {
+            "events": [event_to_dict(e) for e in self._events],
+            "alerts": [alert_to_dict(a) for a in self._alerts],
+        }
+        try:
+            resp = self._client.post("/api/v2/telemetry", content=json.dumps(body))
+        except httpx.HTTPError as exc:
+            self.last_error = f"server unreachable: {exc}"
+            return False
+        if resp.status_code >= 400:
+            # A 4xx means our records are bad: that is a bug to surface, not to retry forever.
+            if 400 <= resp.status_code < 500:
+                raise AssayError(f"server rejected telemetry ({resp.status_code}): {resp.text[:500]}")
+            self.last_error = f"server error {resp.status_code}"
+            return False
+        self.sent_events += len(self._events)
+        self.sent_alerts += len(self._alerts)
+        self._events.clear()
+        self._alerts.clear()
+        self.last_error = None
+        return True
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class FileSink:
+    """Writes events and alerts as JSON Lines, for offline use (`assay detect`, replay)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._events: IO[str] = (directory / "events.jsonl").open("a", encoding="utf-8")
+        self._alerts: IO[str] = (directory / "alerts.jsonl").open("a", encoding="utf-8")
+
+    def add(self, events: Sequence[Event], alerts: Sequence[Alert]) -> None:
+        for e in events:
+            self._events.write(dumps(e) + "\n")
+        for a in alerts:
+            self._alerts.write(dumps_alert(a) + "\n")
+
+    def flush(self) -> None:
+        self._events.flush()
+        self._alerts.flush()
+
+    def close(self) -> None:
+        self._events.close()
+        self._alerts.close()
+
+
+def _endpoint(server: str) -> tuple[str, int]:
+    url = httpx.URL(server)
+    host = url.host or "127.0.0.1"
+    try:
+        ip = socket.gethostbyname(host)
+    except OSError as exc:
+        raise ConfigError(f"cannot resolve server host {host!r}: {exc}") from exc
+    return ip, url.port or (443 if url.scheme == "https" else 80)
+
+
+def watch(
+    server: Annotated[str | None, typer.Option(help="Server URL to ship telemetry to.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="ASSAY_API_KEY", help="API key for the server.")
+    ] = None,
+    source: Annotated[str, typer.Option(help="auto, ebpf, audit, proc_connector or replay.")] = "auto",
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="Extra Sigma rule files or directories.")
+    ] = None,
+    allowlist: Annotated[list[Path] | None, typer.Option("--allowlist", help="Allowlist YAML files.")] = None,
+    builtin_rules: Annotated[bool, typer.Option(help="Load the built-in rules.")] = True,
+    ignore_pid: Annotated[
+        list[int] | None, typer.Option("--ignore-pid", help="Drop all activity of this pid.")
+    ] = None,
+    agent_pid: Annotated[
+        list[int] | None, typer.Option("--agent-pid", help="Drop only this agent's beacons to the server.")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Also write events.jsonl and alerts.jsonl here.")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write the chosen source here once attached.")
+    ] = None,
+) -> None:
+    """Watch this host: kernel telemetry through the detection engine, shipped to the server."""
+    from assay.detection import Engine
+    from assay.sensor import SelfNoise, open_source
+
+    if server is None and output_dir is None:
+        raise typer.BadParameter("give --server, --output-dir, or both")
+    if server is not None and not api_key:
+        raise typer.BadParameter("--api-key (or ASSAY_API_KEY) is required with --server")
+
+    host = socket.gethostname()
+    engine = Engine.load(
+        rule_paths=list(rules or []), allowlist_paths=list(allowlist or []), include_builtin=builtin_rules
+    )
+    for err in engine.errors:
+        typer.echo(f"warning: {err}", err=True)
+    endpoints = {_endpoint(server)} if server else set()
+    noise = SelfNoise(
+        ignore_pids=set(ignore_pid or ()), agent_pids=set(agent_pid or ()), server_endpoints=endpoints
+    )
+    sensor = open_source(source, host=host, self_noise=noise)
+    shipper = Shipper(server, api_key or "", host) if server else None
+    sink = FileSink(output_dir) if output_dir else None
+
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    sensor.start()
+    typer.echo(
+        f"watching {host} with source {sensor.name} ({sensor.reason}); {len(engine.rules)} rules", err=True
+    )
+    if ready_file:
+        ready_file.write_text(json.dumps({"source": sensor.name, "reason": sensor.reason}))
+    deadline = time.monotonic() + duration if duration else None
+    next_ship = time.monotonic() + BATCH_SECONDS
+    pending_events: list[Event] = []
+    pending_alerts: list[Alert] = []
+    try:
+        while True:
+            final = stopping or (deadline is not None and time.monotonic() >= deadline)
+            batch = sensor.poll(timeout=0.05)
+            for event in batch:
+                pending_alerts.extend(engine.process(event))
+            pending_events.extend(batch)
+            if final:
+                pending_events.extend(sensor.poll(timeout=0.0))  # what the kernel still holds
+                pending_alerts.extend(engine.flush(time.time() + 3600.0))  # close every open window
+            now = time.monotonic()
+            if final or now >= next_ship:
+                pending_alerts.extend(engine.flush(time.time()))
+                if sink:
+                    sink.add(pending_events, pending_alerts)
+                    sink.flush()
+                if shipper:
+                    shipper.add(pending_events, pending_alerts)
+                    if not shipper.flush() and final:
+                        # One last chance: the server may be finishing its own shutdown.
+                        time.sleep(0.5)
+                        shipper.flush()
+                pending_events, pending_alerts = [], []
+                next_ship = now + BATCH_SECONDS
+            if final:
+                break
+    finally:
+        sensor.stop()
+        stats = sensor.stats()
+        if sink:
+            sink.close()
+        summary = f"source {sensor.name}: {stats}"
+        if shipper:
+            summary += f"; shipped {shipper.sent_events} events, {shipper.sent_alerts} alerts"
+            if shipper.last_error:
+                summary += f"; NOT shipped ({shipper.last_error})"
+            if shipper.overflow:
+                summary += f"; {shipper.overflow} events lost to backlog overflow (reported as loss)"
+            shipper.close()
+        typer.echo(summary, err=True)
