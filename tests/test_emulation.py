@@ -23,8 +23,15 @@ from assay.emulation import (
 from assay.errors import EmulationError
 
 
-def _ability(aid: str, *, executor: str = "sh", platform: str = "linux", command: str | None = None,
-             cleanup: tuple[str, ...] = (), privilege: Privilege | None = None) -> Ability:  # fmt: skip
+def _ability(
+    aid: str,
+    *,
+    executor: str = "sh",
+    platform: str = "linux",
+    command: str | None = None,
+    cleanup: tuple[str, ...] = (),
+    privilege: Privilege | None = None,
+) -> Ability:
     return Ability(
         id=aid,
         name=f"ability {aid}",
@@ -49,8 +56,9 @@ ABILITIES = {
 
 def _operation(order: tuple[str, ...], *, auto_close: bool = True) -> Operation:
     adversary = Adversary(id="adv", name="adv", atomic_ordering=order)
-    return Operation(id="op", name="op", adversary=adversary, planner=AtomicPlanner(), group="red",
-                     auto_close=auto_close)  # fmt: skip
+    return Operation(
+        id="op", name="op", adversary=adversary, planner=AtomicPlanner(), group="red", auto_close=auto_close
+    )
 
 
 class Harness:
