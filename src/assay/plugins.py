@@ -42,7 +42,7 @@ class AssaySpecs:
 
 
 # Modules of Assay itself that implement hooks; order is the order of CLI help.
-BUILTIN_PLUGINS: tuple[str, ...] = ("assay.cli.demo", "assay.content.builtin")
+BUILTIN_PLUGINS: tuple[str, ...] = ("assay.cli.serve", "assay.cli.demo", "assay.content.builtin")
 
 
 @cache
