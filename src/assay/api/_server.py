@@ -49,5 +49,9 @@ def serve(
     )
     out.write(f"assay serve: listening on http://{shown}:{actual}\n")
     out.flush()
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on"))
+    # Held beacons would otherwise delay a stop by up to their wait: give open requests 2 s, then close.
+    config_ = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config_)
     server.run(sockets=[sock])

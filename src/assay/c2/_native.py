@@ -105,6 +105,12 @@ def _out(instruction: Instruction) -> InstructionOut:
     )
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the client hangs up (the body is already read, so only ``http.disconnect`` can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 class Waiters:
     """One asyncio event per agent, set from any thread when the core has work for it."""
 
@@ -179,18 +185,22 @@ class NativeContact:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + body.wait
             event = self.waiters.event(agent.paw)
-            while True:
-                event.clear()  # before looking, so a notification in between is not lost
-                if await request.is_disconnected():
-                    raise HTTPException(499, detail="client went away")  # deliver nothing to a dead socket
-                instructions = await run_in_threadpool(core.beacon, agent.paw)
-                remaining = deadline - loop.time()
-                if instructions or remaining <= 0:
-                    return BeaconResponse(paw=agent.paw, instructions=[_out(i) for i in instructions])
-                try:
-                    await asyncio.wait_for(event.wait(), timeout=remaining)
-                except TimeoutError:
-                    pass  # one last look above, then an empty answer
+            gone = asyncio.ensure_future(_disconnected(request))
+            try:
+                while True:
+                    event.clear()  # before looking, so a notification in between is not lost
+                    if gone.done():
+                        # Deliver nothing to a dead socket: the work stays queued for the next beacon.
+                        raise HTTPException(499, detail="client went away")
+                    instructions = await run_in_threadpool(core.beacon, agent.paw)
+                    remaining = deadline - loop.time()
+                    if instructions or remaining <= 0:
+                        return BeaconResponse(paw=agent.paw, instructions=[_out(i) for i in instructions])
+                    woken = asyncio.ensure_future(event.wait())
+                    await asyncio.wait({woken, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+            finally:
+                gone.cancel()
 
         @router.post("/results")
         async def results(
