@@ -4,6 +4,7 @@ of safe abilities, and the records checked in the database the server wrote."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -249,11 +250,9 @@ def test_operation_runs_links_with_pids_and_start_ticks_then_cleans_up(server: S
     assert [(s.id, s.pid, s.start_ticks, s.cleanup) for s in stored] == [
         (lk["id"], lk["pid"], lk["start_ticks"], bool(lk["cleanup"])) for lk in links
     ]
-    # Link-to-link latency: result of one link received → next link handed to the agent (printed, not asserted).
+    # Link-to-link latency: one link's result received → the next link handed out (printed, not asserted).
     executed = [s for s in stored if s.delegated_at is not None]
-    gaps = [
-        (b.delegated_at or 0) - (a.finished_at or 0) for a, b in zip(executed, executed[1:], strict=False)
-    ]
+    gaps = [(b.delegated_at or 0) - (a.finished_at or 0) for a, b in itertools.pairwise(executed)]
     print(
         f"\nlink-to-link latency over {len(gaps)} gaps: median {statistics.median(gaps) * 1000:.1f} ms, "
         f"max {max(gaps) * 1000:.1f} ms"
