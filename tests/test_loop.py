@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,26 +138,31 @@ def _no_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("serve")
-    content = tmp_path_factory.mktemp("content")
+def _content(base: Path) -> Path:
+    content = base / "content"
+    content.mkdir()
     (content / "probes.yml").write_text(PROBES)
     order = ["probe-sh", _builtin_id("T1546.004"), "windows-only", "probe-python", _builtin_id("T1048.003")]
     (content / "adversary.yml").write_text(
         json.dumps({"adversary_id": "it-small", "name": "small", "atomic_ordering": order})
     )
-    proc, url, _ = _start_server(
-        data_dir, "--api-key", API_KEY, "--enrol-token", ENROL, "--content", str(content)
-    )
+    return content
+
+
+@contextmanager
+def _serving(base: Path, *extra: str) -> Iterator[Server]:
+    data_dir = base / "data"
+    args = ("--api-key", API_KEY, "--enrol-token", ENROL, "--content", str(_content(base)), *extra)
+    proc, url, _ = _start_server(data_dir, *args)
     try:
         yield Server(url, data_dir, proc)
     finally:
         _stop(proc)
 
 
-@pytest.fixture(scope="module")
-def agent(server: Server) -> Iterator[str]:
+@contextmanager
+def _agent(server: Server) -> Iterator[str]:
+    """A real agent process under the system python3, which has none of the server's dependencies."""
     python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     env = {**_no_proxy(), "PYTHONPATH": str(SRC)}
     cmd = [python, "-m", "assay.agent", "--server", server.url, "--enrol-token", ENROL, "--group", "it"]
@@ -168,13 +174,24 @@ def agent(server: Server) -> Iterator[str]:
             mine = [a for a in agents if a["pid"] == proc.pid]
             if mine:
                 yield mine[0]["paw"]
-                break
+                return
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.05)
-        else:
-            raise AssertionError("agent did not enrol")
+        raise AssertionError("agent did not enrol")
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with _serving(tmp_path_factory.mktemp("serve")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def agent(server: Server) -> Iterator[str]:
+    with _agent(server) as paw:
+        yield paw
 
 
 def _boot_time() -> int:
@@ -360,3 +377,22 @@ def test_first_start_generates_credentials_prints_them_once_and_stores_only_hash
         assert Server(url, tmp_path, proc).call("GET", "/api/v2/health", key=key)[0] == 200
     finally:
         _stop(proc)
+
+
+@pytest.mark.postgres
+def test_serve_on_postgresql_stores_the_operation_there(tmp_path: Path, postgres_url: str) -> None:
+    with _serving(tmp_path, "--db", postgres_url) as srv, _agent(srv) as paw:
+        op, links = _run(srv, "it-small")
+    assert not (srv.data_dir / "assay.db").exists()  # nothing went to SQLite
+    store = Store.open(postgres_url, migrate=False)
+    try:
+        stored = store.links(op["id"])
+        record = store.operation(op["id"])
+        assert store.db.backend == "postgresql"
+    finally:
+        store.close()
+    assert record is not None and record.state is OperationState.FINISHED and record.agents == (paw,)
+    assert [(s.id, int(s.status), s.pid, s.start_ticks) for s in stored] == [
+        (lk["id"], lk["status"], lk["pid"], lk["start_ticks"]) for lk in links
+    ]
+    assert sum(1 for s in stored if s.cleanup) == 2
