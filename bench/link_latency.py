@@ -132,9 +132,7 @@ def main() -> None:
                     proc.wait(timeout=10)
             if server.stdout:
                 server.stdout.close()
-    gaps = sorted(
-        (b.delegated_at or 0) - (a.finished_at or 0) for a, b in zip(links, links[1:], strict=False)
-    )
+    gaps = sorted((b.delegated_at or 0) - (a.finished_at or 0) for a, b in itertools.pairwise(links))
     p95 = gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))]
     print(f"links: {len(links)}")
     print(
