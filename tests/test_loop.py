@@ -234,7 +234,8 @@ def test_operation_runs_links_with_pids_and_start_ticks_then_cleans_up(server: S
         assert lk["pid"] > 0 and lk["start_ticks"] > 0
         assert lk["paw"] == agent and lk["technique_id"] and lk["tactic"]
         # The start ticks name the process the agent started at the time it says it started it.
-        assert abs(btime + lk["start_ticks"] / USER_HZ - lk["started_at"]) < 2.0, lk
+        # (btime is whole seconds and the VM's wall clock may be slewed: a loose bound; probes check exactly.)
+        assert abs(btime + lk["start_ticks"] / USER_HZ - lk["started_at"]) < 5.0, lk
         assert lk["planned_at"] <= lk["delegated_at"] <= lk["finished_at"]
         assert lk["started_at"] <= lk["finished_at"]
     for probe in ("probe-sh", "probe-python"):
