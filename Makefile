@@ -8,8 +8,9 @@ STAMP    := $(VENV)/.assay-deps
 
 # Debian packages. Run time: libbpf1 (the sensor loads its prebuilt CO-RE object through ctypes),
 # postgresql (tests of the PostgreSQL backend), iproute2 (sandbox and network-namespace tests).
+# The built-in abilities use coreutils, procps, iproute2 (ss), tar, bash and /usr/bin/python3.
 # Build time of the BPF object (`make bpf`): clang, llvm, libbpf-dev, bpftool.
-APT_RUN   := libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux
+APT_RUN   := libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux tar python3
 APT_BUILD := clang llvm libbpf-dev bpftool
 APT_PKGS  := $(APT_RUN) $(APT_BUILD)
 

@@ -46,7 +46,9 @@ class AssaySpecs:
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.demo",
     "assay.cli.sense",
+    "assay.cli.serve",
     "assay.cli.watch",
+    "assay.content.builtin",
     "assay.detection._plugin",
 )
 

@@ -1,0 +1,520 @@
+"""The Assay agent: one stdlib-only module that runs on any Linux host with python3.
+
+    python3 -m assay.agent --server http://127.0.0.1:8888 --enrol-token TOKEN [--group red] [--paw P]
+
+It enrols with the token (getting a per-agent key), then holds a beacon open until the server has an
+instruction, runs it, and posts the result the moment it exists. Commands are never put in argv: the
+executor runs ``sh /dev/fd/3`` (or ``bash``, ``python3``) with the script on an inherited pipe at fd 3 and
+stdin on ``/dev/null`` (docs/architecture.md §7). The agent reports the pid of the process it started and
+that process's start time in clock ticks (field 22 of ``/proc/PID/stat``), read before the process is
+reaped, so the pair names the process even after its pid is reused.
+
+Nothing outside the standard library may be imported here: the module also runs alone (issue 4's zipapp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import getpass
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is counted and reported, never buffered
+EXIT_GRACE = 0.5  # after the executor exits, how long its children may keep the output pipes open
+KILL_GRACE = 2.0
+SCRIPT_FD = 3
+_HIGH_FD = 10
+
+# executor name → interpreter; the script path /dev/fd/3 is appended.
+EXECUTORS: dict[str, tuple[str, ...]] = {
+    "sh": ("sh",),
+    "bash": ("bash",),
+    "python": ("python3",),
+    "python3": ("python3",),
+}
+
+
+class AgentError(Exception):
+    """A failure the agent reports or retries (stdlib-only: not assay.errors)."""
+
+
+# -- running one command ---------------------------------------------------------------------------------
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: the process start time in clock ticks since boot."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces and parentheses; everything after the last ')' is fields 3...
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    return int(rest[22 - 3]) if len(rest) > 22 - 3 else None
+
+
+def _high(fd: int) -> int:
+    """Move ``fd`` above 2..3 so the spawn's dup2 actions can never overwrite one another's sources."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+    os.close(fd)
+    return moved
+
+
+class _ExitWatch:
+    """A file descriptor that becomes readable when the child exits: a pidfd, or a thread on old kernels."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.status: int | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            self.fd = os.pidfd_open(pid)
+            self._pipe_w: int | None = None
+        except (AttributeError, OSError):
+            self.fd, self._pipe_w = os.pipe()
+            self._thread = threading.Thread(target=self._wait, daemon=True)
+            self._thread.start()
+
+    def _wait(self) -> None:
+        _, self.status = os.waitpid(self.pid, 0)
+        assert self._pipe_w is not None
+        os.write(self._pipe_w, b"x")
+
+    def reap(self) -> int:
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            _, self.status = os.waitpid(self.pid, 0)
+        assert self.status is not None
+        return self.status
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self._pipe_w is not None:
+            os.close(self._pipe_w)
+
+
+@dataclass
+class Outcome:
+    status: int  # Caldera: 0 success, 1 error or start failure, 124 timeout
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    pid: int | None
+    start_ticks: int | None
+    started_at: float
+    ended_at: float
+
+
+class Runner:
+    """Runs scripts with an executor. Kept separate from the beacon logic so tests can swap it."""
+
+    def __init__(self) -> None:
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+
+    def available(self) -> list[str]:
+        return [name for name, argv in EXECUTORS.items() if name != "python3" and shutil.which(argv[0])]
+
+    def kill_all(self) -> None:
+        """Kill the process groups of commands still running (the agent is stopping)."""
+        with self._lock:
+            groups = list(self._groups)
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def run(self, executor: str, script: str, timeout: float) -> Outcome:
+        started_at = time.time()
+        argv = EXECUTORS.get(executor)
+        exe = shutil.which(argv[0]) if argv else None
+        if argv is None or exe is None:
+            return Outcome(
+                1,
+                -1,
+                "",
+                f"executor {executor!r} is not available on this agent",
+                None,
+                None,
+                started_at,
+                time.time(),
+            )
+        fds: list[int] = []
+        try:
+            script_r, script_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            script_r, out_w, err_w, devnull = (_high(fd) for fd in (script_r, out_w, err_w, devnull))
+            fds = [script_r, script_w, out_r, out_w, err_r, err_w, devnull]
+            actions = [
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+                (os.POSIX_SPAWN_DUP2, script_r, SCRIPT_FD),
+            ]
+            started_at = time.time()
+            pid = os.posix_spawn(
+                exe, [argv[0], f"/dev/fd/{SCRIPT_FD}"], dict(os.environ), file_actions=actions, setsid=True
+            )
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            return Outcome(
+                1, -1, "", f"cannot start {executor}: {exc.strerror}", None, None, started_at, time.time()
+            )
+        ticks = start_ticks(pid)  # before anything can reap it: a zombie still has its /proc entry
+        with self._lock:
+            self._groups.add(pid)
+        for fd in (script_r, out_w, err_w, devnull):
+            os.close(fd)
+        try:
+            return self._collect(pid, ticks, script_w, out_r, err_r, script, timeout, started_at)
+        finally:
+            with self._lock:
+                self._groups.discard(pid)
+
+    def _collect(
+        self,
+        pid: int,
+        ticks: int | None,
+        script_w: int,
+        out_r: int,
+        err_r: int,
+        script: str,
+        timeout: float,
+        started_at: float,
+    ) -> Outcome:
+        writer = threading.Thread(target=_write_all, args=(script_w, script.encode()), daemon=True)
+        writer.start()  # a thread: a script larger than the pipe buffer must not block the reads below
+        watch = _ExitWatch(pid)
+        sel = selectors.DefaultSelector()
+        buffers = {out_r: bytearray(), err_r: bytearray()}
+        dropped = {out_r: 0, err_r: 0}
+        for fd in (out_r, err_r, watch.fd):
+            sel.register(fd, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        status: int | None = None
+        timed_out = False
+        try:
+            while True:
+                open_streams = [fd for fd in buffers if fd in sel.get_map()]
+                if status is not None and not open_streams:
+                    break
+                now = time.monotonic()
+                if status is not None and now >= deadline:
+                    break  # exited; children still hold the pipes: stop reading, keep what we have
+                if status is None and now >= deadline:
+                    if timed_out:
+                        break  # SIGKILL did not end it within the grace (uninterruptible sleep)
+                    timed_out = True
+                    _killpg(pid)
+                    deadline = now + KILL_GRACE
+                    continue
+                for key, _ in sel.select(max(0.0, deadline - now)):
+                    fd = int(key.fd)
+                    if fd == watch.fd:
+                        sel.unregister(fd)
+                        status = watch.reap()
+                        if not timed_out:
+                            deadline = min(deadline, time.monotonic() + EXIT_GRACE)
+                        continue
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        sel.unregister(fd)
+                        continue
+                    room = OUTPUT_CAP - len(buffers[fd])
+                    buffers[fd] += chunk[:room]
+                    dropped[fd] += max(0, len(chunk) - room)
+        finally:
+            sel.close()
+            if status is None:
+                _killpg(pid)
+                status = watch.reap()
+            watch.close()
+            for fd in (out_r, err_r):
+                os.close(fd)
+            writer.join(timeout=1.0)
+        ended_at = time.time()
+        exit_code = os.waitstatus_to_exitcode(status)
+        stdout = buffers[out_r].decode("utf-8", "replace")
+        stderr = buffers[err_r].decode("utf-8", "replace")
+        for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
+            if dropped[fd]:
+                stderr += f"\n[assay agent: {name} truncated, {dropped[fd]} bytes dropped]"
+        if timed_out:
+            stdout = "Timeout reached, process killed\n" + stdout  # Sandcat's marker
+            return Outcome(124, exit_code, stdout, stderr, pid, ticks, started_at, ended_at)
+        return Outcome(
+            0 if exit_code == 0 else 1, exit_code, stdout, stderr, pid, ticks, started_at, ended_at
+        )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        pass  # the executor exited without reading its whole script; its exit status says why
+    finally:
+        os.close(fd)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# -- talking to the server ---------------------------------------------------------------------------------
+class Transport(Protocol):
+    """The agent's view of a contact: :class:`HttpTransport`, or :class:`FakeTransport` in tests."""
+
+    def enrol(self, profile: dict[str, Any]) -> dict[str, Any]: ...
+    def beacon(self, key: str, wait: float) -> dict[str, Any]: ...
+    def results(self, key: str, results: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+class Unauthorized(AgentError):
+    """The server no longer knows our key: enrol again."""
+
+
+class HttpTransport:
+    def __init__(self, server: str) -> None:
+        self.server = server.rstrip("/")
+        host = urllib.parse.urlsplit(self.server).hostname or ""
+        # A proxy from the environment must not capture traffic to a loopback server.
+        handlers = [urllib.request.ProxyHandler({})] if host in ("127.0.0.1", "localhost", "::1") else []
+        self._opener = urllib.request.build_opener(*handlers)
+
+    def _post(self, path: str, body: dict[str, Any], key: str | None, timeout: float) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(
+            self.server + path, json.dumps(body).encode(), headers, method="POST"
+        )
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                data = json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:500]
+            if exc.code == 401:
+                raise Unauthorized(f"{path}: 401 {detail}") from exc
+            raise AgentError(f"{path}: HTTP {exc.code} {detail}") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise AgentError(f"{path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise AgentError(f"{path}: expected a JSON object")
+        return data
+
+    def enrol(self, profile: dict[str, Any]) -> dict[str, Any]:
+        return self._post("/agent/enrol", profile, None, 30.0)
+
+    def beacon(self, key: str, wait: float) -> dict[str, Any]:
+        return self._post("/agent/beacon", {"wait": wait}, key, wait + 30.0)
+
+    def results(self, key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._post("/agent/results", {"results": results}, key, 30.0)
+
+
+@dataclass
+class FakeTransport:
+    """An in-process server stand-in: hands out queued instructions and records what the agent posts."""
+
+    queued: list[dict[str, Any]] = field(default_factory=list)
+    posted: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    fail_next_results: int = 0
+
+    def enrol(self, profile: dict[str, Any]) -> dict[str, Any]:
+        self.profiles.append(profile)
+        return {"paw": profile.get("paw") or "fakepaw", "key": "fake-key"}
+
+    def beacon(self, key: str, wait: float) -> dict[str, Any]:
+        out, self.queued = self.queued, []
+        return {"paw": "fakepaw", "instructions": out}
+
+    def results(self, key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.fail_next_results > 0:
+            self.fail_next_results -= 1
+            raise AgentError("connection refused (fake)")
+        self.posted.extend(results)
+        return {"accepted": [r["id"] for r in results]}
+
+
+def profile(group: str, paw: str | None, executors: list[str]) -> dict[str, Any]:
+    try:
+        username = getpass.getuser()
+    except (KeyError, OSError):
+        username = str(os.getuid())
+    return {
+        "paw": paw,
+        "host": socket.gethostname(),
+        "platform": sys.platform if sys.platform != "linux2" else "linux",
+        "executors": executors,
+        "privilege": "Elevated" if os.geteuid() == 0 else "User",
+        "group": group,
+        "username": username,
+        "architecture": platform.machine(),
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "location": str(Path(sys.argv[0]).resolve()) if sys.argv and sys.argv[0] else "",
+        "exe_name": Path(sys.executable).name,
+    }
+
+
+class Agent:
+    """Beacon loop: enrol, hold a beacon, run each instruction in its own thread, post each result at once."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        runner: Runner,
+        *,
+        group: str = "red",
+        paw: str | None = None,
+        wait: float = 25.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.runner = runner
+        self.group = group
+        self.paw = paw
+        self.wait = wait
+        self.key: str | None = None
+        self.log = log or (lambda msg: print(f"assay agent: {msg}", file=sys.stderr, flush=True))
+        self.unsent: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.workers: list[threading.Thread] = []
+
+    def enrol(self) -> None:
+        reply = self.transport.enrol(profile(self.group, self.paw, self.runner.available()))
+        self.paw, self.key = str(reply["paw"]), str(reply["key"])
+        self.log(f"enrolled as paw {self.paw} (group {self.group})")
+
+    def step(self, wait: float | None = None) -> int:
+        """One held beacon; starts a worker per instruction and returns how many it started."""
+        if self.key is None:
+            self.enrol()
+        assert self.key is not None
+        self.flush()
+        reply = self.transport.beacon(self.key, self.wait if wait is None else wait)
+        instructions = reply.get("instructions") or []
+        for instruction in instructions:
+            worker = threading.Thread(target=self.execute, args=(instruction,), daemon=True)
+            worker.start()
+            self.workers.append(worker)
+        self.workers = [w for w in self.workers if w.is_alive()]
+        return len(instructions)
+
+    def execute(self, instruction: dict[str, Any]) -> None:
+        outcome = self.runner.run(
+            str(instruction.get("executor", "sh")),
+            str(instruction.get("command", "")),
+            float(instruction.get("timeout") or 60),
+        )
+        result = {
+            "id": instruction["id"],
+            "status": outcome.status,
+            "exit_code": outcome.exit_code,
+            "stdout": outcome.stdout,
+            "stderr": outcome.stderr,
+            "pid": outcome.pid,
+            "start_ticks": outcome.start_ticks,
+            "started_at": outcome.started_at,
+            "ended_at": outcome.ended_at,
+        }
+        with self._lock:
+            self.unsent.append(result)
+        self.flush()
+
+    def flush(self) -> None:
+        """Post every result not yet acknowledged. A failure keeps them for the next contact."""
+        with self._lock:
+            pending, self.unsent = self.unsent, []
+        if not pending or self.key is None:
+            with self._lock:
+                self.unsent = pending + self.unsent
+            return
+        try:
+            self.transport.results(self.key, pending)
+        except AgentError as exc:
+            self.log(f"results not delivered, will retry: {exc}")
+            with self._lock:
+                self.unsent = pending + self.unsent
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff = 0.5
+            except Unauthorized as exc:
+                self.log(f"{exc}; enrolling again")
+                self.key = None
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except AgentError as exc:
+                self.log(f"server unreachable ({exc}); retrying in {backoff:.1f}s")
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m assay.agent", description="The Assay agent.")
+    parser.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8888")
+    parser.add_argument(
+        "--enrol-token",
+        default=os.environ.get("ASSAY_ENROL_TOKEN"),
+        help="enrolment token (or ASSAY_ENROL_TOKEN)",
+    )
+    parser.add_argument("--group", default="red")
+    parser.add_argument("--paw", default=None, help="agent id to use (default: the server assigns one)")
+    parser.add_argument(
+        "--wait", type=float, default=25.0, help="seconds a beacon is held open by the server"
+    )
+    args = parser.parse_args(argv)
+    if not args.enrol_token:
+        parser.error("--enrol-token (or ASSAY_ENROL_TOKEN) is required")
+    token = args.enrol_token
+
+    class _Enrolling(HttpTransport):
+        def enrol(self, profile: dict[str, Any]) -> dict[str, Any]:
+            return super().enrol({**profile, "token": token})
+
+    runner = Runner()
+    agent = Agent(_Enrolling(args.server), runner, group=args.group, paw=args.paw, wait=args.wait)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+        raise SystemExit(128 + signum)  # interrupts a held beacon at once
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        agent.run(stop)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        runner.kill_all()  # never leave a command of ours running without its agent
+    return 0

@@ -1,0 +1,18 @@
+"""The server: FastAPI app with the REST API v2 and the agent contacts, run under uvicorn (`assay serve`)."""
+
+from assay.api._app import API_KEY, ENROL_TOKEN, ServerConfig, ServerState, create_app, open_state
+from assay.api._server import bind, serve
+from assay.api._telemetry import BadRecord, decode_batch
+
+__all__ = [
+    "API_KEY",
+    "ENROL_TOKEN",
+    "BadRecord",
+    "ServerConfig",
+    "ServerState",
+    "bind",
+    "create_app",
+    "decode_batch",
+    "open_state",
+    "serve",
+]

@@ -1,0 +1,57 @@
+"""Running the app under uvicorn on a socket bound here, so ``--port 0`` works and the real port is known."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import uvicorn
+
+from assay.api._app import API_KEY, ENROL_TOKEN, ServerConfig, create_app, open_state
+from assay.errors import ConfigError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    config: ServerConfig, host: str = "127.0.0.1", port: int = 8888, log_level: str = "warning"
+) -> None:
+    """Start the server and block. Prints generated secrets once, then ``listening on URL``."""
+    sock = bind(host, port)
+    state = open_state(config)
+    app = create_app(config, state)
+    out = sys.stdout
+    if API_KEY in state.generated:
+        out.write(f"assay serve: generated API key (shown once, stored hashed): {state.generated[API_KEY]}\n")
+    if ENROL_TOKEN in state.generated:
+        out.write(
+            f"assay serve: generated agent enrolment token (shown once, stored hashed): "
+            f"{state.generated[ENROL_TOKEN]}\n"
+        )
+    for error in state.content.errors:
+        out.write(f"assay serve: content error: {error}\n")
+    actual = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    out.write(
+        f"assay serve: database {state.store.db.backend}, {len(state.content.library.abilities)} abilities\n"
+    )
+    out.write(f"assay serve: listening on http://{shown}:{actual}\n")
+    out.flush()
+    # Held beacons would otherwise delay a stop by up to their wait: give open requests 2 s, then close.
+    config_ = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config_)
+    server.run(sockets=[sock])

@@ -1,0 +1,184 @@
+"""JSON shapes of the REST API: Caldera's field names where Caldera has the concept, Assay's beside them.
+
+Times appear twice: Caldera's ``%Y-%m-%dT%H:%M:%SZ`` strings (``decide``, ``collect``, ``finish``, ``start``)
+for Caldera clients, and epoch seconds as floats (``*_at``) with full resolution for validation.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from assay.content import Ability, Adversary
+from assay.emulation import Agent, Link, Operation
+from assay.storage import OperationRecord
+
+
+def caldera_time(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def link_view(link: Link) -> dict[str, Any]:
+    return {
+        "id": link.id,
+        "operation_id": link.operation_id,
+        "seq": link.seq,
+        "paw": link.paw,
+        "host": link.host,
+        "status": int(link.status),
+        "status_name": link.status.name.lower(),
+        "cleanup": int(link.cleanup),
+        "cleanup_of": link.cleanup_of,
+        "ability": {
+            "ability_id": link.ability_id,
+            "name": link.ability_name,
+            "tactic": link.tactic,
+            "technique_id": link.technique_id,
+            "technique_name": link.technique_name,
+        },
+        "ability_id": link.ability_id,
+        "technique_id": link.technique_id,
+        "tactic": link.tactic,
+        "executor": link.executor,
+        "command": base64.b64encode(link.command.encode()).decode(),
+        "plaintext_command": link.command,
+        "timeout": link.timeout,
+        "decide": caldera_time(link.planned_at),
+        "collect": caldera_time(link.delegated_at),
+        "finish": caldera_time(link.finished_at),
+        "agent_reported_time": caldera_time(link.started_at),
+        "planned_at": link.planned_at,
+        "delegated_at": link.delegated_at,
+        "started_at": link.started_at,
+        "finished_at": link.finished_at,
+        "exit_code": link.exit_code,
+        "stdout": link.stdout,
+        "stderr": link.stderr,
+        "output": bool(link.stdout or link.stderr),
+        "pid": link.pid,
+        "start_ticks": link.start_ticks,
+        "entity_id": link.entity_id,
+        "skip_reason": link.skip_reason,
+        "skip_reason_id": None if link.skip_reason_id is None else int(link.skip_reason_id),
+    }
+
+
+def agent_view(agent: Agent) -> dict[str, Any]:
+    return {
+        "paw": agent.paw,
+        "host": agent.host,
+        "group": agent.group,
+        "platform": agent.platform,
+        "executors": list(agent.executors),
+        "privilege": str(agent.privilege),
+        "username": agent.username,
+        "architecture": agent.architecture,
+        "pid": agent.pid,
+        "ppid": agent.ppid,
+        "location": agent.location,
+        "exe_name": agent.exe_name,
+        "contact": agent.contact,
+        "trusted": agent.trusted,
+        "display_name": f"{agent.host}${agent.username}",
+        "created": caldera_time(agent.created_at),
+        "last_seen": caldera_time(agent.last_seen),
+        "created_at": agent.created_at,
+        "last_seen_at": agent.last_seen,
+    }
+
+
+def ability_view(ability: Ability) -> dict[str, Any]:
+    return {
+        "ability_id": ability.id,
+        "name": ability.name,
+        "description": ability.description,
+        "tactic": ability.tactic,
+        "technique_id": ability.technique_id,
+        "technique_name": ability.technique_name,
+        "executors": [
+            {
+                "name": e.name,
+                "platform": e.platform,
+                "command": e.command,
+                "cleanup": list(e.cleanup),
+                "timeout": e.timeout,
+                "payloads": list(e.payloads),
+                "uploads": list(e.uploads),
+                "parsers": [
+                    {
+                        "module": p.module,
+                        "parserconfigs": [{"source": p.source, "edge": p.edge, "target": p.target}],
+                    }
+                    for p in e.parsers
+                ],
+            }
+            for e in ability.executors
+        ],
+        "privilege": None if ability.privilege is None else str(ability.privilege),
+        "repeatable": ability.repeatable,
+        "singleton": ability.singleton,
+        "delete_payload": ability.delete_payload,
+        "buckets": list(ability.buckets),
+        "requirements": [
+            {"module": r.module, "relationship_match": list(r.relationships)} for r in ability.requirements
+        ],
+        "safety": None if ability.safety is None else str(ability.safety),
+        "plugin": "assay",
+        "access": {},
+        "additional_info": dict(ability.additional_info),
+    }
+
+
+def adversary_view(adversary: Adversary) -> dict[str, Any]:
+    return {
+        "adversary_id": adversary.id,
+        "name": adversary.name,
+        "description": adversary.description,
+        "atomic_ordering": list(adversary.atomic_ordering),
+        "objective": adversary.objective,
+        "tags": list(adversary.tags),
+        "plugin": "assay",
+    }
+
+
+def operation_view(
+    record: OperationRecord, links: list[Link], agents: list[Agent], adversary: Adversary | None
+) -> dict[str, Any]:
+    finished = [lk for lk in links if lk.finished]
+    return {
+        "id": record.id,
+        "name": record.name,
+        "state": str(record.state),
+        "adversary": adversary_view(adversary) if adversary else {"adversary_id": record.adversary_id},
+        "planner": {"id": record.planner_id, "name": record.planner_id},
+        "group": record.group,
+        "auto_close": record.auto_close,
+        "autonomous": 1,
+        "obfuscator": "plain-text",
+        "start": caldera_time(record.created_at),
+        "finish": caldera_time(record.finished_at),
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+        "host_group": [agent_view(a) for a in agents],
+        "links_total": len(links),
+        "links_finished": len(finished),
+        "cleanup_links": sum(1 for lk in links if lk.cleanup),
+    }
+
+
+def live_record(op: Operation) -> OperationRecord:
+    return OperationRecord(
+        id=op.id,
+        name=op.name,
+        adversary_id=op.adversary.id,
+        planner_id=op.planner.name,
+        group=op.group,
+        auto_close=op.auto_close,
+        state=op.state,
+        created_at=op.created_at,
+        finished_at=op.finished_at,
+        agents=tuple(op.agents),
+        facts=dict(op.facts),
+        close_requested=op.close_requested,
+    )

@@ -1,0 +1,59 @@
+"""`assay serve`: the server (REST API, agent contacts, storage) under uvicorn, on loopback by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from assay.errors import AssayError
+from assay.plugins import hookimpl
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port, printed at start).")] = 8888,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Database URL (default: SQLite file in the data dir); postgresql://... works."),
+    ] = None,
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite database and server files live.")] = Path(
+        ".assay"
+    ),
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="ASSAY_API_KEY", help="Admin API key (default: generated on first start)."),
+    ] = None,
+    enrol_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ASSAY_ENROL_TOKEN", help="Agent enrolment token (default: generated on first start)."
+        ),
+    ] = None,
+    content: Annotated[
+        list[Path] | None, typer.Option(help="Extra ability/adversary files or directories to load.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the Assay server: REST API v2 (OpenAPI at /api/docs), agent contacts, storage."""
+    from assay.api import ServerConfig
+    from assay.api import serve as run
+
+    config = ServerConfig(
+        data_dir=data_dir,
+        db_url=db,
+        api_key=api_key or None,
+        enrol_token=enrol_token or None,
+        content_paths=list(content or []),
+    )
+    try:
+        run(config, host=host, port=port, log_level=log_level)
+    except AssayError as exc:
+        typer.echo(f"assay serve: {exc}", err=True)
+        raise typer.Exit(code=2) from exc

@@ -1,0 +1,46 @@
+"""Emulation: links, planners and the operation state machine. Pure logic; the C2 core drives it.
+
+>>> from assay.emulation import Operation, planner
+>>> # op = Operation(id, name, adversary, planner("atomic"), group="red")
+>>> # new_links = op.advance(abilities, now, new_id)
+"""
+
+from assay.emulation._model import Agent, Link, LinkStatus, OperationState, Result, SkipReason
+from assay.emulation._operation import IdFactory, Operation
+from assay.emulation._planning import (
+    PLANNERS,
+    AtomicPlanner,
+    Decision,
+    Planner,
+    Run,
+    Skip,
+    agent_globals,
+    choose_executor,
+    cleanup_sequence,
+    decide,
+    fill,
+    planner,
+)
+
+__all__ = [
+    "PLANNERS",
+    "Agent",
+    "AtomicPlanner",
+    "Decision",
+    "IdFactory",
+    "Link",
+    "LinkStatus",
+    "Operation",
+    "OperationState",
+    "Planner",
+    "Result",
+    "Run",
+    "Skip",
+    "SkipReason",
+    "agent_globals",
+    "choose_executor",
+    "cleanup_sequence",
+    "decide",
+    "fill",
+    "planner",
+]

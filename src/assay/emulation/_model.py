@@ -1,0 +1,152 @@
+"""Links, agents and results: the records an operation is made of.
+
+A link is one ability run (or skipped) on one agent. Its status uses Caldera's numbers so that
+Caldera-shaped API responses and reports need no translation. Times are epoch seconds (floats, UTC), like
+``Event.timestamp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+from assay.content import Privilege
+
+
+class LinkStatus(IntEnum):
+    """Caldera's link status numbers (caldera ``Link.states``)."""
+
+    HIGH_VIZ = -5  # above the visibility threshold; ignored
+    UNTRUSTED = -4  # the agent went untrusted before the link finished
+    EXECUTE = -3  # queued, or delivered to the agent (then ``delegated_at`` is set)
+    DISCARD = -2  # ignored; Assay also uses it for skipped abilities, with ``skip_reason``
+    PAUSE = -1  # manual mode: waiting for approval
+    SUCCESS = 0
+    ERROR = 1
+    TIMEOUT = 124
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+    @property
+    def ran(self) -> bool:
+        """The agent ran the command (whatever its outcome), so its cleanup is due."""
+        return self in _RAN
+
+
+_FINISHED = frozenset({LinkStatus.DISCARD, LinkStatus.SUCCESS, LinkStatus.ERROR, LinkStatus.TIMEOUT})
+_RAN = frozenset({LinkStatus.SUCCESS, LinkStatus.ERROR, LinkStatus.TIMEOUT})
+
+
+class SkipReason(IntEnum):
+    """Why an ability was not run on an agent: Caldera's ``reason_id`` numbers in ``skipped_abilities``."""
+
+    PLATFORM = 0
+    EXECUTOR = 1
+    PRIVILEGE = 2
+    FACT_DEPENDENCY = 3
+    LINK_IGNORED = 4
+    UNTRUSTED = 5
+    OPERATION_RUNNING = 6
+    OTHER = 7
+
+
+class OperationState(StrEnum):
+    """Caldera's operation states. Issue 2 drives running → cleanup → finished; issue 3 adds the rest."""
+
+    RUNNING = "running"
+    RUN_ONE_LINK = "run_one_link"
+    PAUSED = "paused"
+    CLEANUP = "cleanup"
+    OUT_OF_TIME = "out_of_time"
+    FINISHED = "finished"
+
+
+@dataclass(slots=True)
+class Agent:
+    """An agent as planning sees it, plus what it told the server about itself."""
+
+    paw: str
+    host: str = ""
+    platform: str = "linux"
+    executors: tuple[str, ...] = ("sh",)
+    privilege: Privilege = Privilege.USER
+    group: str = "red"
+    username: str = ""
+    architecture: str = ""
+    pid: int | None = None
+    ppid: int | None = None
+    server: str = ""
+    location: str = ""
+    exe_name: str = ""
+    contact: str = "native"
+    trusted: bool = True
+    created_at: float = 0.0
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What an agent reports for a link it ran."""
+
+    link_id: str
+    status: LinkStatus
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    pid: int | None = None
+    start_ticks: int | None = None
+    started_at: float | None = None  # agent clock, just before the process started
+    ended_at: float | None = None  # agent clock, when the process was reaped
+
+
+@dataclass(slots=True)
+class Link:
+    id: str
+    operation_id: str
+    paw: str
+    ability_id: str
+    technique_id: str
+    tactic: str
+    executor: str
+    command: str
+    seq: int = 0
+    host: str = ""
+    ability_name: str = ""
+    technique_name: str = ""
+    status: LinkStatus = LinkStatus.EXECUTE
+    cleanup: bool = False
+    cleanup_of: str | None = None  # the link whose cleanup this is
+    timeout: int = 60
+    planned_at: float = 0.0  # Caldera's `decide`
+    delegated_at: float | None = None  # handed to the agent (Caldera's `collect`)
+    started_at: float | None = None  # agent-reported start of the process
+    finished_at: float | None = None  # result received (Caldera's `finish`)
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    pid: int | None = None
+    start_ticks: int | None = None
+    skip_reason: str | None = None
+    skip_reason_id: SkipReason | None = None
+    facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    @property
+    def skipped(self) -> bool:
+        return self.skip_reason_id is not None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status is LinkStatus.EXECUTE
+
+    @property
+    def entity_id(self) -> str | None:
+        """``"<pid>:<start ticks>"``, the process identity validation joins telemetry on."""
+        if self.pid is None or self.start_ticks is None:
+            return None
+        return f"{self.pid}:{self.start_ticks}"

@@ -1,0 +1,11 @@
+"""Storage: SQLAlchemy 2 tables, Alembic migrations and repositories. SQLite by default, PostgreSQL by URL.
+
+>>> from assay.storage import Store
+>>> store = Store.open("sqlite:///.assay/assay.db")  # doctest: +SKIP
+>>> store.links(operation_id)  # doctest: +SKIP
+"""
+
+from assay.storage._database import Database, normalize_url, sqlite_url
+from assay.storage._store import OperationRecord, Store
+
+__all__ = ["Database", "OperationRecord", "Store", "normalize_url", "sqlite_url"]

@@ -1,0 +1,377 @@
+"""Repositories over the tables: what the server writes as things happen and what validation reads.
+
+Every write commits before it returns, so state is in the database as it changes (never only on shutdown).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from assay.content import Privilege
+from assay.emulation import Agent, Link, LinkStatus, Operation, OperationState, Result, SkipReason
+from assay.errors import StorageError
+from assay.events import Alert, Event, alert_from_dict, alert_to_dict, event_from_dict, event_to_dict
+from assay.storage._database import Database
+from assay.storage._schema import (
+    AgentRow,
+    AlertRow,
+    CredentialRow,
+    EventRow,
+    LinkRow,
+    OperationRow,
+    ResultRow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    """An operation as stored (the live :class:`Operation` also holds its adversary and planner)."""
+
+    id: str
+    name: str
+    adversary_id: str
+    planner_id: str
+    group: str
+    auto_close: bool
+    state: OperationState
+    created_at: float
+    finished_at: float | None
+    agents: tuple[str, ...]
+    facts: dict[str, str]
+    close_requested: bool = False
+
+
+_LINK_FIELDS = [
+    "id",
+    "operation_id",
+    "seq",
+    "paw",
+    "host",
+    "ability_id",
+    "ability_name",
+    "technique_id",
+    "technique_name",
+    "tactic",
+    "executor",
+    "command",
+    "cleanup",
+    "cleanup_of",
+    "timeout",
+    "planned_at",
+    "delegated_at",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "stdout",
+    "stderr",
+    "pid",
+    "start_ticks",
+    "skip_reason",
+]
+
+
+def _link_row(link: Link) -> LinkRow:
+    row = LinkRow(**{name: getattr(link, name) for name in _LINK_FIELDS})
+    row.status = int(link.status)
+    row.skip_reason_id = None if link.skip_reason_id is None else int(link.skip_reason_id)
+    row.facts = dict(link.facts)
+    return row
+
+
+def _link(row: LinkRow) -> Link:
+    link = Link(**{name: getattr(row, name) for name in _LINK_FIELDS})
+    link.status = LinkStatus(row.status)
+    link.skip_reason_id = None if row.skip_reason_id is None else SkipReason(row.skip_reason_id)
+    link.facts = dict(row.facts or {})
+    return link
+
+
+_AGENT_FIELDS = [
+    "paw",
+    "host",
+    "platform",
+    "group",
+    "username",
+    "architecture",
+    "pid",
+    "ppid",
+    "server",
+    "location",
+    "exe_name",
+    "contact",
+    "trusted",
+    "created_at",
+    "last_seen",
+]
+
+
+def _agent(row: AgentRow) -> Agent:
+    agent = Agent(**{name: getattr(row, name) for name in _AGENT_FIELDS})
+    agent.executors = tuple(row.executors)
+    agent.privilege = Privilege(row.privilege)
+    return agent
+
+
+def _operation_record(row: OperationRow) -> OperationRecord:
+    return OperationRecord(
+        id=row.id,
+        name=row.name,
+        adversary_id=row.adversary_id,
+        planner_id=row.planner_id,
+        group=row.group,
+        auto_close=row.auto_close,
+        state=OperationState(row.state),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        agents=tuple(row.agents),
+        facts=dict(row.facts),
+        close_requested=row.close_requested,
+    )
+
+
+def _event_row(event: Event) -> EventRow:
+    return EventRow(
+        timestamp=event.timestamp,
+        host=event.host,
+        action=event.action,
+        entity_id=event.entity_id,
+        pid=event.pid,
+        source=event.source,
+        data=event_to_dict(event),
+    )
+
+
+class Store:
+    """The repositories, over one :class:`Database`. Thread-safe: each call uses its own session."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        db = Database(url)
+        if migrate:
+            db.migrate()
+        return cls(db)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def _write(self, rows: Sequence[Any], *, merge: bool = True) -> None:
+        try:
+            with self.db.session() as session, session.begin():
+                for row in rows:
+                    if merge:
+                        session.merge(row)
+                    else:
+                        session.add(row)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"write failed: {exc.__class__.__name__}: {exc}") from exc
+
+    # -- credentials ---------------------------------------------------------------------------------------
+    def set_credential(self, name: str, digest: str) -> None:
+        self._write([CredentialRow(name=name, digest=digest, created_at=time.time())])
+
+    def credential(self, name: str) -> str | None:
+        with self.db.session() as session:
+            row = session.get(CredentialRow, name)
+            return row.digest if row else None
+
+    # -- agents --------------------------------------------------------------------------------------------
+    def save_agent(self, agent: Agent, key_digest: str | None = None) -> None:
+        row = AgentRow(**{name: getattr(agent, name) for name in _AGENT_FIELDS})
+        row.executors = list(agent.executors)
+        row.privilege = str(agent.privilege)
+        if key_digest is None:
+            with self.db.session() as session:
+                old = session.get(AgentRow, agent.paw)
+                key_digest = old.key_digest if old else None
+        row.key_digest = key_digest
+        self._write([row])
+
+    def agent(self, paw: str) -> Agent | None:
+        with self.db.session() as session:
+            row = session.get(AgentRow, paw)
+            return _agent(row) if row else None
+
+    def agent_key_digest(self, paw: str) -> str | None:
+        with self.db.session() as session:
+            row = session.get(AgentRow, paw)
+            return row.key_digest if row else None
+
+    def agents(self) -> list[Agent]:
+        with self.db.session() as session:
+            return [_agent(r) for r in session.scalars(select(AgentRow).order_by(AgentRow.created_at))]
+
+    # -- operations and links ------------------------------------------------------------------------------
+    def save_operation(self, op: Operation, links: Iterable[Link] = ()) -> None:
+        """Write the operation's state and the given links in one transaction."""
+        row = OperationRow(
+            id=op.id,
+            name=op.name,
+            adversary_id=op.adversary.id,
+            planner_id=op.planner.name,
+            group=op.group,
+            auto_close=op.auto_close,
+            state=str(op.state),
+            close_requested=op.close_requested,
+            facts=dict(op.facts),
+            agents=list(op.agents),
+            created_at=op.created_at,
+            finished_at=op.finished_at,
+        )
+        self._write([row, *(_link_row(lk) for lk in links)])
+
+    def save_links(self, links: Iterable[Link]) -> None:
+        self._write([_link_row(lk) for lk in links])
+
+    def operation(self, operation_id: str) -> OperationRecord | None:
+        with self.db.session() as session:
+            row = session.get(OperationRow, operation_id)
+            return _operation_record(row) if row else None
+
+    def operations(self, *, states: Iterable[OperationState] | None = None) -> list[OperationRecord]:
+        query = select(OperationRow).order_by(OperationRow.created_at)
+        if states is not None:
+            query = query.where(OperationRow.state.in_([str(s) for s in states]))
+        with self.db.session() as session:
+            return [_operation_record(r) for r in session.scalars(query)]
+
+    def links(self, operation_id: str) -> list[Link]:
+        """Every link of an operation in plan order: executed, skipped (DISCARD) and cleanup links."""
+        query = select(LinkRow).where(LinkRow.operation_id == operation_id).order_by(LinkRow.seq)
+        with self.db.session() as session:
+            return [_link(r) for r in session.scalars(query)]
+
+    def link(self, link_id: str) -> Link | None:
+        with self.db.session() as session:
+            row = session.get(LinkRow, link_id)
+            return _link(row) if row else None
+
+    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
+        data = {
+            "status": int(result.status),
+            "exit_code": result.exit_code,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "pid": result.pid,
+            "start_ticks": result.start_ticks,
+            "started_at": result.started_at,
+            "ended_at": result.ended_at,
+        }
+        row = ResultRow(
+            link_id=result.link_id, paw=paw, received_at=received_at, accepted=accepted, data=data
+        )
+        self._write([row], merge=False)
+
+    def results(self, link_id: str) -> list[dict[str, Any]]:
+        query = select(ResultRow).where(ResultRow.link_id == link_id).order_by(ResultRow.id)
+        with self.db.session() as session:
+            return [
+                {"paw": r.paw, "received_at": r.received_at, "accepted": r.accepted, **r.data}
+                for r in session.scalars(query)
+            ]
+
+    # -- telemetry -----------------------------------------------------------------------------------------
+    def add_telemetry(self, events: Sequence[Event], alerts: Sequence[Alert]) -> tuple[int, int]:
+        """Store a batch in one transaction; alerts already stored (same id) are not stored twice."""
+        try:
+            with self.db.session() as session, session.begin():
+                session.add_all([_event_row(e) for e in events])
+                ids = [a.id for a in alerts]
+                known = (
+                    set(session.scalars(select(AlertRow.alert_id).where(AlertRow.alert_id.in_(ids))))
+                    if ids
+                    else set()
+                )
+                fresh: dict[str, Alert] = {}
+                for alert in alerts:
+                    if alert.id not in known:
+                        fresh.setdefault(alert.id, alert)
+                session.add_all(
+                    AlertRow(
+                        alert_id=a.id,
+                        timestamp=a.timestamp,
+                        rule_id=a.rule_id,
+                        entity_id=a.entity_id,
+                        suppressed=a.suppressed,
+                        data=alert_to_dict(a),
+                    )
+                    for a in fresh.values()
+                )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"telemetry write failed: {exc.__class__.__name__}: {exc}") from exc
+        return len(events), len(fresh)
+
+    def events(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        host: str | None = None,
+        action: str | None = None,
+        entity_ids: Iterable[str] | None = None,
+    ) -> list[Event]:
+        query = select(EventRow.data).order_by(EventRow.timestamp, EventRow.id)
+        if since is not None:
+            query = query.where(EventRow.timestamp >= since)
+        if until is not None:
+            query = query.where(EventRow.timestamp <= until)
+        if host is not None:
+            query = query.where(EventRow.host == host)
+        if action is not None:
+            query = query.where(EventRow.action == action)
+        if entity_ids is not None:
+            query = query.where(EventRow.entity_id.in_(list(entity_ids)))
+        with self.db.session() as session:
+            return [event_from_dict(data) for data in session.scalars(query)]
+
+    def alerts(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        rule_id: str | None = None,
+        suppressed: bool | None = None,
+    ) -> list[Alert]:
+        query = select(AlertRow.data).order_by(AlertRow.timestamp, AlertRow.id)
+        if since is not None:
+            query = query.where(AlertRow.timestamp >= since)
+        if until is not None:
+            query = query.where(AlertRow.timestamp <= until)
+        if rule_id is not None:
+            query = query.where(AlertRow.rule_id == rule_id)
+        if suppressed is not None:
+            query = query.where(AlertRow.suppressed == suppressed)
+        with self.db.session() as session:
+            return [alert_from_dict(data) for data in session.scalars(query)]
+
+    def operation_window(self, operation_id: str, margin: float = 0.0) -> tuple[float, float | None]:
+        """From the operation's start to its end (``None`` while it runs), widened by ``margin`` seconds."""
+        record = self.operation(operation_id)
+        if record is None:
+            raise StorageError(f"no operation {operation_id!r}")
+        end = record.finished_at
+        links = self.links(operation_id)
+        ends = [lk.finished_at for lk in links if lk.finished_at is not None]
+        if end is not None and ends:
+            end = max(end, *ends)
+        return record.created_at - margin, None if end is None else end + margin
+
+    def telemetry_for_operation(
+        self, operation_id: str, margin: float = 2.0
+    ) -> tuple[list[Event], list[Alert]]:
+        """Events and alerts recorded while an operation ran (validation joins them to links by lineage)."""
+        since, until = self.operation_window(operation_id, margin)
+        return self.events(since=since, until=until), self.alerts(since=since, until=until)
+
+    def delete_operation(self, operation_id: str) -> None:
+        with self.db.session() as session, session.begin():
+            session.execute(delete(LinkRow).where(LinkRow.operation_id == operation_id))
+            session.execute(delete(OperationRow).where(OperationRow.id == operation_id))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the Assay schema (applied by ``Database.migrate``)."""

@@ -1,0 +1,90 @@
+"""The agent: its runner against real processes, its beacon loop against the in-package fake transport."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from assay.agent import Agent, FakeTransport, Runner, start_ticks
+
+
+def _stat_ticks(stat_line: str) -> int:
+    return int(stat_line[stat_line.rfind(")") + 2 :].split()[22 - 3])
+
+
+def test_script_arrives_on_fd_3_never_in_argv_with_stdin_on_dev_null() -> None:
+    script = (
+        'echo "argv: $0"; readlink /proc/$$/fd/0; tr "\\0" " " < /proc/$$/cmdline; echo; '
+        'read -r s < /proc/$$/stat; echo "$$ $s"'
+    )
+    outcome = Runner().run("sh", script, 10)
+    lines = outcome.stdout.splitlines()
+    assert outcome.status == 0 and outcome.exit_code == 0
+    assert lines[0] == "argv: /dev/fd/3"
+    assert lines[1] == "/dev/null"
+    assert lines[2].strip() == "sh /dev/fd/3"  # the command text is in no process's argv
+    pid, stat = lines[3].split(" ", 1)
+    assert int(pid) == outcome.pid
+    assert _stat_ticks(stat) == outcome.start_ticks
+
+
+def test_exit_codes_stderr_and_python_executor() -> None:
+    failed = Runner().run("bash", "echo oops >&2; exit 3", 10)
+    assert (failed.status, failed.exit_code, failed.stderr) == (1, 3, "oops\n")
+    py = Runner().run("python", "import os; print(os.getpid())", 10)
+    assert py.status == 0 and int(py.stdout) == py.pid
+    missing = Runner().run("cmd", "dir", 10)
+    assert missing.status == 1 and missing.pid is None and "not available" in missing.stderr
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    started = time.monotonic()
+    outcome = Runner().run("sh", f"sleep 30 & echo $! > {marker}; wait", 1)
+    assert time.monotonic() - started < 10
+    assert outcome.status == 124 and outcome.stdout.startswith("Timeout reached, process killed")
+    child = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        stat = Path(f"/proc/{child}/stat").read_text()
+        if stat[stat.rfind(")") + 2] == "Z":  # killed, waiting for its parent (init) to reap it
+            break
+        time.sleep(0.05)
+    alive = (
+        Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] != "Z"
+    )
+    assert not alive, "the background child outlived the timeout"
+
+
+def test_background_child_holding_the_pipes_does_not_hold_the_result() -> None:
+    outcome = Runner().run("sh", "sleep 3 & echo $!", 20)
+    os.kill(int(outcome.stdout), signal.SIGKILL)  # ours: stop it by its pid
+    assert outcome.status == 0
+    assert outcome.ended_at - outcome.started_at < 2.5
+
+
+def test_start_ticks_of_this_process() -> None:
+    own = Path(f"/proc/{os.getpid()}/stat").read_text()
+    assert start_ticks(os.getpid()) == _stat_ticks(own)
+    assert start_ticks(2**22 + 12345) is None
+
+
+def test_agent_runs_each_instruction_and_keeps_results_until_delivered() -> None:
+    transport = FakeTransport(fail_next_results=1)
+    logs: list[str] = []
+    agent = Agent(transport, Runner(), group="g", paw="p1", log=logs.append)
+    transport.queued = [{"id": "L1", "executor": "sh", "command": "echo one", "timeout": 10}]
+    assert agent.step(wait=0) == 1
+    for worker in agent.workers:
+        worker.join(10)
+    assert transport.profiles[0]["group"] == "g" and transport.profiles[0]["paw"] == "p1"
+    assert "sh" in transport.profiles[0]["executors"]
+    assert transport.posted == [] and len(agent.unsent) == 1  # the first post failed: kept, not lost
+    assert any("will retry" in m for m in logs)
+    assert agent.step(wait=0) == 0  # the next contact re-sends it
+    (result,) = transport.posted
+    assert (result["id"], result["status"], result["stdout"]) == ("L1", 0, "one\n")
+    assert result["pid"] > 0 and result["start_ticks"] > 0
+    assert agent.unsent == []
