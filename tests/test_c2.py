@@ -8,7 +8,7 @@ import pytest
 
 from assay.c2 import BeaconCore, MemoryLedger, clean_paw, digest
 from assay.content import Ability, Adversary, Executor, Library
-from assay.emulation import Agent, LinkStatus, OperationState, Result
+from assay.emulation import Agent, LinkStatus, OperationService, OperationState, Result
 from assay.errors import C2Error, EmulationError
 
 
@@ -35,7 +35,11 @@ def core() -> tuple[BeaconCore, MemoryLedger, list[str]]:
     ledger = MemoryLedger()
     woken: list[str] = []
     ids = itertools.count(1)
-    c = BeaconCore(ledger, _library(), clock=Clock(), new_id=lambda: f"id{next(ids)}", on_ready=woken.append)
+    clock = Clock()
+    service = OperationService(
+        ledger, _library(), clock=clock, new_id=lambda: f"id{next(ids)}", on_ready=woken.append
+    )
+    c = BeaconCore(ledger, service, clock=clock)
     return c, ledger, woken
 
 
@@ -63,7 +67,7 @@ def test_enrol_beacon_submit_runs_an_operation_to_the_end(
     assert (cleanup.command, cleanup.cleanup) == ("undo a", True)
     c.submit(agent.paw, [Result(cleanup.id, LinkStatus.SUCCESS, 0)])
     assert ledger.operation_rows[op.id] is OperationState.FINISHED
-    assert op.id not in c.operations  # finished operations leave memory, their records stay
+    assert c.operations.get(op.id) is None  # finished operations leave memory, their records stay
     assert [accepted for *_, accepted in ledger.result_rows] == [True, False, True, True]
 
 

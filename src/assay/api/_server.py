@@ -7,7 +7,8 @@ import sys
 
 import uvicorn
 
-from assay.api._app import API_KEY, ENROL_TOKEN, ServerConfig, create_app, open_state
+from assay.api._app import create_app
+from assay.api._state import API_KEY, ENROL_TOKEN, ServerConfig, open_state
 from assay.errors import ConfigError
 
 

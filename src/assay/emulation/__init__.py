@@ -1,4 +1,4 @@
-"""Emulation: links, planners and the operation state machine. Pure logic; the C2 core drives it.
+"""Emulation: links, planners, the operation state machine, and the service that keeps operations live.
 
 >>> from assay.emulation import Operation, planner
 >>> # op = Operation(id, name, adversary, planner("atomic"), group="red")
@@ -21,6 +21,7 @@ from assay.emulation._planning import (
     fill,
     planner,
 )
+from assay.emulation._service import OperationLedger, OperationService
 
 __all__ = [
     "PLANNERS",
@@ -31,6 +32,8 @@ __all__ = [
     "Link",
     "LinkStatus",
     "Operation",
+    "OperationLedger",
+    "OperationService",
     "OperationState",
     "Planner",
     "Result",
