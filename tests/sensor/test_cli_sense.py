@@ -22,7 +22,9 @@ ASSAY = str(Path(sys.executable).parent / "assay")
 
 def test_sense_replays_a_file(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(dumps(Event.of("exec", "ebpf", float(i), values={"process.pid": i})) + "\n" for i in (1, 2)))
+    src.write_text(
+        "".join(dumps(Event.of("exec", "ebpf", float(i), values={"process.pid": i})) + "\n" for i in (1, 2))
+    )
     out = tmp_path / "out.jsonl"
     res = CliRunner().invoke(build_app(), ["sense", "-s", "replay", "-i", str(src), "-o", str(out)])
     assert res.exit_code == 0, res.output

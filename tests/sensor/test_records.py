@@ -28,6 +28,8 @@ def test_python_formats_match_the_c_layouts() -> None:
     c = _c_asserts()
     py = R.layout_sizes()
     assert c["hdr"] == py["hdr"] == R.struct.calcsize("<" + R.HDR)
+    assert c["hdr.cgroup_id"] == py["hdr.cgroup_id"] and c["hdr.comm"] == py["hdr.comm"]
+    assert R.CTX.size == R.CTX_END - R.CTX_START
     assert c["exec_rec.data"] == py["exec_rec.data"]
     assert c["fork_rec"] == py["fork_rec"]
     assert c["exit_rec"] == py["exit_rec"]

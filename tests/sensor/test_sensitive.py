@@ -16,7 +16,9 @@ def test_absolute_paths_become_inodes_and_patterns_names(tmp_path: Path) -> None
     f.write_text("x")
     d = tmp_path / "vault"
     d.mkdir()
-    s = compile_paths([str(f), str(d) + "/", "*/.ssh/", "*/.aws/credentials", "*/.netrc", str(tmp_path / "gone")])
+    s = compile_paths(
+        [str(f), str(d) + "/", "*/.ssh/", "*/.aws/credentials", "*/.netrc", str(tmp_path / "gone")]
+    )
     st, dt = f.stat(), d.stat()
     assert s.inodes[(st.st_dev, st.st_ino)] == SENS_FILE
     assert s.inodes[(dt.st_dev, dt.st_ino)] == SENS_DIR

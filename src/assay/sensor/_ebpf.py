@@ -167,6 +167,13 @@ class EbpfSource(Source):
                 )
 
     # --- poll -------------------------------------------------------------------------------------------
+    def _filter(self, batch: list[Event]) -> list[Event]:
+        """The kernel already dropped the ignored pids (and the sensor); left: the agents' beacons."""
+        if not self.noise.agent_pids:
+            return batch
+        drops = self.noise.drops
+        return [e for e in batch if e.fields["event.action"] != "connect" or not drops(e)]
+
     def _handle(self, rec: memoryview) -> None:
         self._records += 1
         try:

@@ -185,14 +185,27 @@ static __always_inline bool is_ignored(u32 tgid)
 	return bpf_map_lookup_elem(&ignored, &tgid) != 0;
 }
 
+/* The pid of a task inside its own (innermost) pid namespace, and that namespace's inode. */
+static __always_inline u32 ns_pid_of(struct task_struct *t, u32 *pidns)
+{
+	struct pid *tp = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+
+	/* pid->numbers[] is a flexible array: index it by hand, with CO-RE offsets. */
+	bpf_probe_read_kernel(&up, sizeof(up),
+			      (void *)tp + bpf_core_field_offset(struct pid, numbers) +
+				      (u64)(level & 31) * bpf_core_type_size(struct upid));
+	if (pidns)
+		*pidns = BPF_CORE_READ(up.ns, ns.inum);
+	return up.nr;
+}
+
 static __always_inline void fill_hdr(struct hdr *h, struct task_struct *t, u32 type)
 {
 	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
 	const struct cred *cred = BPF_CORE_READ(t, real_cred);
-	struct pid *tp = BPF_CORE_READ(leader, thread_pid);
-	unsigned int level = BPF_CORE_READ(tp, level);
-	struct upid up = {};
 
 	h->ts = bpf_ktime_get_boot_ns();
 	h->start = BPF_CORE_READ(leader, start_boottime);
@@ -211,13 +224,8 @@ static __always_inline void fill_hdr(struct hdr *h, struct task_struct *t, u32 t
 	h->sessionid = BPF_CORE_READ(t, sessionid);
 	h->mntns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
 	h->netns = BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
-	/* pid->numbers[] is a flexible array: index it by hand, with CO-RE offsets. */
-	bpf_probe_read_kernel(&up, sizeof(up),
-			      (void *)tp + bpf_core_field_offset(struct pid, numbers) +
-				      (u64)(level & 31) * bpf_core_type_size(struct upid));
-	h->ns_pid = up.nr;
-	h->pidns = BPF_CORE_READ(up.ns, ns.inum);
-	h->cpu = bpf_get_smp_processor_id();
+	h->ns_pid = ns_pid_of(leader, &h->pidns);
+	h->pad = 0;
 	BPF_CORE_READ_STR_INTO(&h->comm, t, comm);
 }
 
@@ -451,6 +459,8 @@ int BPF_PROG(assay_fork, struct task_struct *parent, struct task_struct *child)
 	e->child_start = BPF_CORE_READ(child, start_boottime);
 	e->child_ppid = BPF_CORE_READ(rp, tgid);
 	e->child_pstart = BPF_CORE_READ(rp, group_leader, start_boottime);
+	e->child_ns_pid = ns_pid_of(child, 0);
+	e->pad = 0;
 	submit(e, sizeof(*e), EV_FORK);
 	return 0;
 }
