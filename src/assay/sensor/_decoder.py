@@ -7,24 +7,28 @@ go. Tests drive it with records packed by hand, so it needs neither root nor a k
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from assay.errors import SensorError
 from assay.events import Action, Event
-from assay.sensor import _net
 from assay.sensor import _records as R
-from assay.sensor._syscalls import NO_ARG, NOT_PATH, Syscall
+from assay.sensor._actions import (
+    OPEN_FAMILY,
+    WRITE_INTENT,
+    join_path,
+    kill_worth_reporting,
+    open_flags,
+    socket_fields,
+    syscall_fields,
+)
+from assay.sensor._syscalls import Syscall
 from assay.sensor._tree import ProcessInfo, ProcessTree, container_id_from_cgroup, exec_fields, fork_fields
 
 _NS_PER_TICK = 10_000_000  # USER_HZ = 100
-_AT_REMOVEDIR = 0x200
-_O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC = 0o1, 0o2, 0o100, 0o1000
 _EINPROGRESS = 115
 _EXEC, _FORK, _EXIT = Action.EXEC.value, Action.FORK.value, Action.EXIT.value
-_OPEN_FAMILY = frozenset({"open", "openat", "openat2"})
 
 
 def _text(raw: bytes | memoryview) -> str:
@@ -33,14 +37,6 @@ def _text(raw: bytes | memoryview) -> str:
 
 def _slice_text(data: bytes | str, off: int, n: int) -> str:
     return data[off : off + n] if isinstance(data, str) else _text(data[off : off + n])
-
-
-def _join(base: str | None, path: str) -> str:
-    """A caller-given path resolved against the directory it was relative to (lexically, like the kernel
-    would for a path without symlinks); absolute paths and unknown bases are returned as given."""
-    if not base or path.startswith("/"):
-        return path
-    return os.path.normpath(f"{base}/{path}") if path else base
 
 
 def split_argv(raw: bytes) -> list[str]:
@@ -190,7 +186,7 @@ class Decoder:
         truncated = bool(flags & R.F_ARGV_TRUNC)
         info = self._actor(h)
         if exe is None and filename is not None:
-            exe = _join(cwd, filename)
+            exe = join_path(cwd, filename)
         fresh = info.cache is not None and self._fresh(info, rec)
         self.tree.exec(info, exe, args, cwd, truncated=truncated)
         if info.container_id is None and (cg or cg1):
@@ -282,21 +278,19 @@ class Decoder:
 
         action: str = sc.action.value
         flags = h[R.H_FLAGS]
-        if sc.name in _OPEN_FAMILY and flags & R.F_SENSITIVE:
-            open_flags = self._open_flags(sc, args, blob)
-            if not open_flags & (_O_WRONLY | _O_RDWR | _O_CREAT | _O_TRUNC):
-                action = Action.FILE_READ_SENSITIVE.value
+        if sc.name in OPEN_FAMILY and flags & R.F_SENSITIVE and not open_flags(sc, args, blob) & WRITE_INTENT:
+            action = Action.FILE_READ_SENSITIVE.value
         info = self._actor(h)
-        if action == Action.KILL and not self._kill_worth_reporting(sc, args, h):
+        if action == Action.KILL and not kill_worth_reporting(sc, args, h[R.H_PID], h[R.H_TID]):
             return None
         f = self._base(h, rec, action, info)
         f["event.outcome"] = "success" if ret >= 0 else ("unknown" if ret == -_EINPROGRESS else "failure")
         if ret < 0:
             f["event.code"] = -ret
         f["syscall.name"] = sc.name
-        self._fill(sc, action, f, args, strs, blob, ret, flags)
+        syscall_fields(sc, action, f, args, strs, blob, ret, flags)
         if flags & R.F_SOCK:
-            self._sock(action, f, s_family, s_type, s_proto, s_lport, s_rport, s_laddr, s_raddr)
+            socket_fields(action, f, s_family, s_type, s_proto, s_lport, s_rport, s_laddr, s_raddr)
         if fail_argv is not None:
             f["exec.args"] = fail_argv
             if flags & R.F_ARGV_TRUNC:
@@ -305,169 +299,5 @@ class Decoder:
             f["file.path_truncated"] = True
         return Event(f)
 
-    @staticmethod
-    def _open_flags(sc: Syscall, args: tuple[int, ...], blob: bytes) -> int:
-        if sc.name == "openat2":
-            return int.from_bytes(blob[:8], "little") if len(blob) >= 8 else 0
-        return args[sc.open_flags] if sc.open_flags < 6 else 0
-
-    @staticmethod
-    def _kill_worth_reporting(sc: Syscall, args: tuple[int, ...], h: tuple[Any, ...]) -> bool:
-        """Signal 0 only probes for existence, and a process signalling itself is not an attack on another."""
-        sig = args[2] if sc.name == "tgkill" else args[1]
-        target = _s32(args[0])
-        return sig != 0 and target not in (h[R.H_PID], h[R.H_TID])
-
-    def _fill(
-        self,
-        sc: Syscall,
-        action: str,
-        f: dict[str, Any],
-        args: tuple[int, ...],
-        strs: list[str | None],
-        blob: bytes,
-        ret: int,
-        flags: int,
-    ) -> None:
-        path = strs[R.S_ARG0]
-        if path is not None and sc.strs and sc.strs[0][1] != NOT_PATH:
-            path = _join(strs[R.S_BASE0], path)
-        if action in _FILE_ACTIONS:
-            p = strs[R.S_FDPATH] if sc.fd_path != NO_ARG else path
-            if p is not None:
-                f["file.path"] = p
-            if action == Action.FILE_RENAME and strs[R.S_ARG1] is not None:
-                f["file.target_path"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-            creates = sc.name == "creat" or (sc.open_flags < 6 and args[sc.open_flags] & _O_CREAT)
-            if sc.mode_arg is not None and (action == Action.FILE_CHMOD or creates):
-                f["file.mode"] = args[sc.mode_arg] & 0o7777
-            if sc.name in _OPEN_FAMILY:
-                f["file.flags"] = self._open_flags(sc, args, blob)
-            if sc.name == "rmdir" or (sc.name == "unlinkat" and args[2] & _AT_REMOVEDIR):
-                f["file.type"] = "dir"
-            if sc.name in ("chown", "lchown", "fchownat", "fchown"):
-                i = 1 if sc.name != "fchownat" else 2
-                if _s32(args[i]) != -1:
-                    f["file.uid"] = args[i] & 0xFFFFFFFF
-                if _s32(args[i + 1]) != -1:
-                    f["file.gid"] = args[i + 1] & 0xFFFFFFFF
-            if flags & R.F_SENSITIVE_DIR:
-                f["file.sensitive_match"] = "directory"
-            elif flags & R.F_SENSITIVE:
-                f["file.sensitive_match"] = "file"
-        elif action in (Action.CONNECT, Action.BIND):
-            _net.sockaddr_fields(action, blob, f)
-        elif action == Action.EXEC_FAILED:
-            if path is not None:
-                f["file.path"] = path
-        elif action in (Action.SETUID, Action.SETGID):
-            target = self._cred_target(sc, args)
-            if target is not None:
-                f["user.target.id" if action == Action.SETUID else "group.target.id"] = target
-        elif action == Action.PTRACE:
-            f["ptrace.request"] = args[0]
-            f["ptrace.target_pid"] = _s32(args[1])
-        elif action == Action.KILL:
-            f["signal.number"] = args[2] if sc.name == "tgkill" else args[1]
-            f["signal.target_pid"] = _s32(args[0])
-        elif action == Action.PRCTL:
-            f["prctl.option"] = args[0]
-        elif action == Action.MEMFD_CREATE:
-            if strs[R.S_ARG0] is not None:
-                f["memfd.name"] = strs[R.S_ARG0]
-            f["file.flags"] = args[1]
-        elif action == Action.MOUNT:
-            if sc.name == "mount":
-                if strs[R.S_ARG0] is not None:
-                    f["mount.source"] = strs[R.S_ARG0]
-                if strs[R.S_ARG1] is not None:
-                    f["mount.target"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-                if strs[R.S_ARG2] is not None:
-                    f["mount.fstype"] = strs[R.S_ARG2]
-            else:
-                if path is not None:
-                    f["mount.source"] = path
-                if strs[R.S_ARG1] is not None:
-                    f["mount.target"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-        elif action == Action.UMOUNT:
-            if path is not None:
-                f["mount.target"] = path
-        elif action == Action.BPF_LOAD:
-            f["bpf.command"] = args[0]
-            if len(blob) >= 4:
-                f["bpf.prog_type"] = int.from_bytes(blob[:4], "little")
-            if len(blob) >= 64:
-                name = blob[48:64].split(b"\0", 1)[0]
-                if name:
-                    f["bpf.prog_name"] = _text(name)
-        elif action == Action.MODULE_LOAD:
-            if strs[R.S_FDPATH] is not None:
-                f["file.path"] = strs[R.S_FDPATH]
-            params = strs[R.S_ARG1] if sc.name == "finit_module" else strs[R.S_ARG0]
-            if params:
-                f["module.params"] = params
-
-    @staticmethod
-    def _cred_target(sc: Syscall, args: tuple[int, ...]) -> int | None:
-        """The id a set*id call asks for: the effective one where the call names several."""
-        # setre*id(r, e), setres*id(r, e, s): effective first, then real
-        cand = [args[0]] if sc.name in ("setuid", "setgid", "setfsuid", "setfsgid") else [args[1], args[0]]
-        for c in cand:
-            if _s32(c) != -1:
-                return c & 0xFFFFFFFF
-        return None
-
-    @staticmethod
-    def _sock(
-        action: str,
-        f: dict[str, Any],
-        family: int,
-        sock_type: int,
-        proto: int,
-        lport: int,
-        rport: int,
-        laddr: bytes,
-        raddr: bytes,
-    ) -> None:
-        fam = _net.family_name(family)
-        if fam is None:
-            return
-        f.setdefault("network.family", fam)
-        tr = _net.transport(family, sock_type, proto)
-        if tr:
-            f["network.transport"] = tr
-        if family == _net.AF_UNIX:
-            return
-        local_ip = _net.ip_text(laddr, family)
-        remote_ip = _net.ip_text(raddr, family)
-        if action == Action.ACCEPT:
-            # the peer that connected in is the source; this host's listening end the destination
-            f["source.ip"], f["source.port"] = remote_ip, rport
-            f["destination.ip"], f["destination.port"] = local_ip, lport
-        elif action == Action.CONNECT:
-            f.setdefault("destination.ip", remote_ip)
-            f.setdefault("destination.port", rport)
-            if lport:
-                f["source.ip"], f["source.port"] = local_ip, lport
-        else:  # bind, listen: the local end; after bind(port 0) the socket knows the port it got
-            f.setdefault("source.ip", local_ip)
-            if lport:
-                f["source.port"] = lport
-
 
 _SLOT_ORDER = (R.S_ARG0, R.S_BASE0, R.S_ARG1, R.S_BASE1, R.S_ARG2, R.S_FDPATH)
-_FILE_ACTIONS = frozenset(
-    {
-        Action.FILE_WRITE,
-        Action.FILE_DELETE,
-        Action.FILE_RENAME,
-        Action.FILE_CHMOD,
-        Action.FILE_CHOWN,
-        Action.FILE_READ_SENSITIVE,
-    }
-)
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v

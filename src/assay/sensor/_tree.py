@@ -59,6 +59,7 @@ class ProcessInfo:
         "pid",
         "ppid",
         "start",
+        "start_estimated",
         "uid",
         "version",
     )
@@ -75,6 +76,7 @@ class ProcessInfo:
     ) -> None:
         self.pid = pid
         self.start = start  # clock ticks since boot, as /proc/PID/stat field 22
+        self.start_estimated = False  # a source without start times had to guess it (audit)
         self.entity_id = entity_id
         self.ppid = ppid
         self.parent_entity_id = parent_entity_id
@@ -275,8 +277,8 @@ class ProcessTree:
             f["process.command_line"] = info.command_line
             if info.args_truncated:
                 f["process.args_truncated"] = True
-            if info.args_from_proc:
-                f["process.args_from_proc"] = True
+        if info.args_from_proc:
+            f["process.args_from_proc"] = True
         if info.cwd:
             f["process.working_directory"] = info.cwd
         if info.container_id:
