@@ -54,3 +54,11 @@ def test_rules_encode_and_their_key_is_found_again() -> None:
     watch = rules[-1].encode()
     assert b"/root/.ssh" in watch and N.rule_key(watch) == N.RULE_KEY + "-sensitive"
     assert N.rule_key(b"short") is None
+
+
+def test_an_argv_split_over_several_execve_records_is_merged() -> None:
+    first = P.parse(P.AUDIT_EXECVE, b'audit(1.0:5): argc=3 a0="x" a1_len=8 a1[0]="abcd"')
+    second = P.parse(P.AUDIT_EXECVE, b'audit(1.0:5): a1[1]="efgh" a2="z"')
+    merged = P.merge([first, second])
+    assert merged is not None and P.execve_args(merged) == ["x", "abcdefgh", "z"]
+    assert P.merge([]) is None

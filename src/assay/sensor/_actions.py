@@ -84,6 +84,8 @@ def syscall_fields(
         creates = sc.name == "creat" or (sc.open_flags < 6 and args[sc.open_flags] & _O_CREAT)
         if sc.mode_arg is not None and (action == Action.FILE_CHMOD or creates):
             f["file.mode"] = args[sc.mode_arg] & 0o7777
+        elif sc.name == "openat2" and len(blob) >= 16 and open_flags(sc, args, blob) & _O_CREAT:
+            f["file.mode"] = int.from_bytes(blob[8:16], "little") & 0o7777  # struct open_how.mode
         if sc.name in OPEN_FAMILY:
             f["file.flags"] = open_flags(sc, args, blob)
         if sc.name == "rmdir" or (sc.name == "unlinkat" and args[2] & _AT_REMOVEDIR):

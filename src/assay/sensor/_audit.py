@@ -96,6 +96,7 @@ class AuditSource(Source):
         self._syscalls = by_number()
         self._sock: N.AuditSocket | None = None
         self._audit_state: N.AuditState | None = None
+        self._owner_lock = N.OwnerLock()
         self._asm = P.Assembler()
         self._lost = 0
         self._last_status = 0.0
@@ -120,38 +121,50 @@ class AuditSource(Source):
             self._sock = sock
 
     def _claimable(self, sock: N.AuditSocket) -> None:
+        """Take the Assay-wide audit lock (waiting up to wait_for_owner), clean up after a dead holder, and
+        refuse when a foreign audit daemon (auditd) is registered with the kernel."""
         deadline = time.monotonic() + self.wait_for_owner
-        while True:
-            prior = N.AuditState.load()
-            if prior is not None and prior.pid != os.getpid() and not N.pid_alive(prior.pid):
-                N.restore(sock, prior)  # a SIGKILLed sensor left rules and a changed status behind
-                self.cleaned_up_after = prior.pid
-                prior = None
-            owner = sock.status()["pid"]
-            free = owner in (0, os.getpid()) or not N.pid_alive(owner)
-            if free and (prior is None or prior.pid == os.getpid()):
-                return
+        while not self._owner_lock.acquire():
             if time.monotonic() >= deadline:
-                who = prior.pid if prior is not None else owner
+                prior = N.AuditState.load()
+                who = f"pid {prior.pid} ({N.process_name(prior.pid)})" if prior else "another Assay process"
                 raise SensorError(
-                    f"the audit subsystem belongs to pid {who} ({N.process_name(who)}): only one audit "
-                    "daemon can exist per host, and Assay does not touch another's rules"
+                    f"the audit subsystem is in use by {who}: only one audit daemon can exist per host"
                 )
             time.sleep(0.2)
+        try:
+            prior = N.AuditState.load()
+            if prior is not None and prior.pid != os.getpid():
+                N.restore(sock, prior)  # its holder is gone (we have the lock): undo what it changed
+                self.cleaned_up_after = prior.pid
+            owner = sock.status()["pid"]
+            if owner not in (0, os.getpid()) and N.pid_alive(owner):
+                raise SensorError(
+                    f"the audit subsystem belongs to pid {owner} ({N.process_name(owner)}): only one audit "
+                    "daemon can exist per host, and Assay does not touch another's rules"
+                )
+        except BaseException:
+            self._owner_lock.release()
+            raise
 
     def _start(self) -> None:
         self.prepare()
         sock = self._sock
         assert sock is not None
         st = sock.status()
-        self._audit_state = N.AuditState(
-            pid=os.getpid(),
-            enabled=st["enabled"],
-            backlog_limit=st["backlog_limit"],
-            backlog_wait_time=st["backlog_wait_time"],
-            previous_pid=st["pid"],
-            started=time.time(),
-        )
+        prior = N.AuditState.load()
+        if prior is not None and prior.pid == os.getpid():
+            # an earlier source of this process did not finish its stop: its "before" is the real one
+            self._audit_state = prior
+        else:
+            self._audit_state = N.AuditState(
+                pid=os.getpid(),
+                enabled=st["enabled"],
+                backlog_limit=st["backlog_limit"],
+                backlog_wait_time=st["backlog_wait_time"],
+                previous_pid=st["pid"],
+                started=time.time(),
+            )
         # saved before anything changes: from here on, a SIGKILLed run is cleaned up by the next start
         self._audit_state.save()
         sock.delete_rules(N.RULE_KEY)
@@ -173,9 +186,11 @@ class AuditSource(Source):
         try:
             if state is not None:
                 N.restore(sock, state)
-                tail = self._drain(sock, time.time() + 10)  # what arrived before the rules went
+                # what arrived before the rules went, and the lost count up to the moment we let go
+                tail = self._drain(sock, time.time(), final=True)
         finally:
             sock.close()
+            self._owner_lock.release()
         return tail
 
     # --- poll -------------------------------------------------------------------------------------------
@@ -186,21 +201,26 @@ class AuditSource(Source):
         select.select([sock.fileno()], [], [], timeout)
         return self._drain(sock, time.time())
 
-    def _drain(self, sock: N.AuditSocket, now: float) -> list[Event]:
+    def _drain(self, sock: N.AuditSocket, now: float, final: bool = False) -> list[Event]:
         out: list[Event] = []
+        bad = 0
         for rtype, text in sock.records():
-            if rtype < P.AUDIT_FIRST_USER_MSG or rtype == P.AUDIT_CONFIG_CHANGE:
-                continue
+            if rtype < P.AUDIT_FIRST_USER_MSG or rtype in (P.AUDIT_CONFIG_CHANGE, P.AUDIT_REPLACE):
+                continue  # control messages (AUDIT_REPLACE is a binary ping to the daemon), not telemetry
             try:
                 rec = P.parse(rtype, text)
             except SensorError:
-                self.counts["decode_errors"] = self.counts.get("decode_errors", 0) + 1
+                bad += 1
                 continue
             for group in self._asm.feed(rec):
                 out.extend(self._events(group))
-        for group in self._asm.expire(now):
+        for group in self._asm.expire(float("inf") if final else now):
             out.extend(self._events(group))
-        if time.monotonic() - self._last_status > 0.25 and self._sock is not None:
+        if bad:
+            self.counts["decode_errors"] = self.counts.get("decode_errors", 0) + bad
+            extra = {"loss.reason": "undecodable audit records", "loss.unit": "records"}
+            out.append(self._loss(bad, self._last_loss_wall, now, **extra))
+        if final or time.monotonic() - self._last_status > 0.25:
             self._last_status = time.monotonic()
             lost = sock.status()["lost"]
             if lost > self._lost:
@@ -295,7 +315,7 @@ class AuditSource(Source):
         success: bool,
         ret: int,
     ) -> Event:
-        execve = next((r for r in group if r.type == P.AUDIT_EXECVE), None)
+        execve = P.merge(r for r in group if r.type == P.AUDIT_EXECVE)  # long argv spans several records
         args = P.execve_args(execve) if execve is not None else []
         paths = _paths(group)
         if success:

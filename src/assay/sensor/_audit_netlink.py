@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -69,6 +70,7 @@ _RULE_HEAD = struct.Struct("=III")  # flags, action, field_count
 _RULE_SIZE = _RULE_HEAD.size + 4 * AUDIT_BITMASK_SIZE * 4 + 4  # + mask, fields, values, fieldflags, buflen
 
 RULE_KEY = "assay-sensor"
+_HELD_MAX = 100_000
 # rule fields whose value is a length into the rule's string buffer (kernel/auditfilter.c)
 _STRING_FIELDS = frozenset(
     {13, 14, 15, 16, 17, 19, 20, 21, 22, 23, AUDIT_WATCH, AUDIT_DIR, 112, AUDIT_FILTERKEY}
@@ -172,41 +174,51 @@ class AuditSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def request(self, mtype: int, payload: bytes = b"", what: str = "") -> list[tuple[int, bytes]]:
-        """Send one request, return the replies (type, payload) up to the ack; an error ack raises."""
-        self._seq += 1
-        seq = self._seq
-        msg = _NLMSG.pack(_NLMSG.size + len(payload), mtype, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + payload
-        self.sock.send(msg)
-        replies: list[tuple[int, bytes]] = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                data = self.sock.recv(1 << 16)
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise SensorError(f"audit {what or mtype}: read failed: {exc.strerror}") from exc
-                self.overruns += 1  # records overflowed our buffer; the answer is still to come
-                continue
-            for rtype, rseq, body in _messages(data):
-                if rseq != seq:
-                    if rtype >= 1100:  # an audit record that arrived meanwhile: keep it for records()
-                        self._held.append((rtype, body.rstrip(b"\0")))
+    def request(
+        self, mtype: int, payload: bytes = b"", what: str = "", ok_errors: tuple[int, ...] = ()
+    ) -> list[tuple[int, bytes]]:
+        """Send one request, return the replies (type, payload) up to the ack; an error ack raises.
+
+        Under a flood of records the socket can overflow and the kernel then drops our ack with them, so a
+        request that gets no answer is sent again (every request here is idempotent, or lists its errors
+        that mean "already done" in ok_errors).
+        """
+        for _attempt in range(5):
+            self._seq += 1
+            seq = self._seq
+            msg = _NLMSG.pack(_NLMSG.size + len(payload), mtype, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + payload
+            self.sock.send(msg)
+            replies: list[tuple[int, bytes]] = []
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    data = self.sock.recv(1 << 16)
+                except TimeoutError:
                     continue
-                if rtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", body)[0]
-                    if code:
-                        name = errno.errorcode.get(code, str(code))
-                        raise SensorError(f"audit {what or mtype}: {name} ({os.strerror(code)})")
-                    if mtype not in (AUDIT_LIST_RULES, AUDIT_GET):  # those answer after the ack
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise SensorError(f"audit {what or mtype}: read failed: {exc.strerror}") from exc
+                    self.overruns += 1  # records overflowed our buffer (perhaps with our answer)
+                    continue
+                for rtype, rseq, body in _messages(data):
+                    if rseq != seq:
+                        if rtype >= 1100 and len(self._held) < _HELD_MAX:  # a record: keep it for records()
+                            self._held.append((rtype, body.rstrip(b"\0")))
+                        continue
+                    if rtype == NLMSG_ERROR:
+                        code = -struct.unpack_from("=i", body)[0]
+                        if code and code not in ok_errors:
+                            name = errno.errorcode.get(code, str(code))
+                            raise SensorError(f"audit {what or mtype}: {name} ({os.strerror(code)})")
+                        if code or mtype not in (AUDIT_LIST_RULES, AUDIT_GET):  # those answer after the ack
+                            return replies
+                        continue
+                    if rtype == NLMSG_DONE:
                         return replies
-                    continue
-                if rtype == NLMSG_DONE:
-                    return replies
-                replies.append((rtype, body))
-                if mtype == AUDIT_GET and rtype == AUDIT_GET:
-                    return replies
-        raise SensorError(f"audit {what or mtype}: no answer from the kernel")
+                    replies.append((rtype, body))
+                    if mtype == AUDIT_GET and rtype == AUDIT_GET:
+                        return replies
+        raise SensorError(f"audit {what or mtype}: no answer from the kernel after 5 tries")
 
     def status(self) -> dict[str, int]:
         for rtype, body in self.request(AUDIT_GET, what="get status"):
@@ -236,7 +248,8 @@ class AuditSocket:
         ]
 
     def add_rule(self, rule: AuditRule) -> None:
-        self.request(AUDIT_ADD_RULE, rule.encode(), what="add rule")
+        # EEXIST: a retried add whose first attempt worked
+        self.request(AUDIT_ADD_RULE, rule.encode(), what="add rule", ok_errors=(errno.EEXIST,))
 
     def delete_rules(self, key_prefix: str) -> int:
         """Delete every rule whose filter key starts with key_prefix; returns how many."""
@@ -244,7 +257,8 @@ class AuditSocket:
         for data in self.rules():
             key = rule_key(data)
             if key is not None and key.startswith(key_prefix):
-                self.request(AUDIT_DEL_RULE, data, what="delete rule")
+                # ENOENT: a retried delete whose first attempt worked (its ack was lost)
+                self.request(AUDIT_DEL_RULE, data, what="delete rule", ok_errors=(errno.ENOENT,))
                 n += 1
         return n
 
@@ -301,7 +315,7 @@ class AuditState:
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.__dict__))
         tmp.replace(self.path)
 
@@ -324,6 +338,32 @@ def state_path() -> Path:
     return STATE_DIR / "audit-state.json"
 
 
+class OwnerLock:
+    """An exclusive lock on the audit subsystem among Assay processes (flock: the kernel drops it when its
+    holder dies, even by SIGKILL, so a crashed owner never blocks the next one)."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(STATE_DIR / "audit.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -344,17 +384,18 @@ def process_name(pid: int) -> str:
 
 
 def restore(sock: AuditSocket, state: AuditState) -> None:
-    """Remove the sensor's rules and put the audit status back as it was before the sensor took it."""
-    sock.delete_rules(RULE_KEY)
+    """Remove the sensor's rules and put the audit status back as it was before the sensor took it.
+
+    Order matters under load: first stop being the daemon and put `enabled` back (which stops the flood
+    of records into our socket), then delete the rules, then the limits.
+    """
     current = sock.status()
-    values: dict[str, int] = {
-        "enabled": state.enabled,
-        "backlog_limit": state.backlog_limit,
-        "backlog_wait_time": state.backlog_wait_time,
-    }
+    first: dict[str, int] = {"enabled": state.enabled}
     if current["pid"] in (state.pid, 0) or not pid_alive(current["pid"]):
-        values["pid"] = 0
-    sock.set_status(**values)
+        first["pid"] = 0
+    sock.set_status(**first)
+    sock.delete_rules(RULE_KEY)
+    sock.set_status(backlog_limit=state.backlog_limit, backlog_wait_time=state.backlog_wait_time)
     state.remove()
 
 

@@ -8,6 +8,7 @@ are plain, in which case they are quoted; ``(null)`` means absent.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from assay.errors import SensorError
@@ -20,6 +21,7 @@ AUDIT_CWD = 1307
 AUDIT_EXECVE = 1309
 AUDIT_EOE = 1320
 AUDIT_PROCTITLE = 1327
+AUDIT_REPLACE = 1329
 AUDIT_BPF = 1334
 AUDIT_KERN_MODULE = 1330
 AUDIT_FIRST_USER_MSG = 1100
@@ -100,6 +102,17 @@ class Assembler:
 def _joins_syscall(rtype: int) -> bool:
     aux = (AUDIT_PATH, AUDIT_SOCKADDR, AUDIT_CWD, AUDIT_EXECVE, AUDIT_PROCTITLE)
     return rtype in aux or 1320 <= rtype < 1400
+
+
+def merge(records: Iterable[Record]) -> Record | None:
+    """Records of one type and event as one (the kernel splits a long EXECVE over several)."""
+    out: Record | None = None
+    for r in records:
+        if out is None:
+            out = Record(r.type, r.timestamp, r.serial, dict(r.fields))
+        else:
+            out.fields.update(r.fields)
+    return out
 
 
 def execve_args(rec: Record) -> list[str]:

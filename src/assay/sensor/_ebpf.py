@@ -239,7 +239,11 @@ class EbpfSource(Source):
         """``records`` read from the ring; ``kernel_records`` the kernel submitted (equal once drained)."""
         if self._stats_fd >= 0:
             self._read_drops()
-        return {"records": self._records, "kernel_records": self._kernel_records, "tree_size": len(self.tree)}
+        out = {"records": self._records, "kernel_records": self._kernel_records, "tree_size": len(self.tree)}
+        for cpu, dropped in enumerate(self._cpu_dropped):
+            if dropped:
+                out[f"dropped_cpu{cpu}"] = dropped  # the per-CPU counters, as reported in loss events
+        return out
 
     # --- stop -------------------------------------------------------------------------------------------
     def _stop(self) -> list[Event]:
