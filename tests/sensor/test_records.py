@@ -10,7 +10,7 @@ from assay.sensor import _records as R
 from assay.sensor._syscalls import DESC
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "src" / "assay" / "sensor" / "bpf"
-SOURCES = ("sensor.bpf.c", "records.h", "vmlinux.h")
+SOURCES = ("sensor.bpf.c", "paths.bpf.h", "records.h", "vmlinux.h")
 
 
 def _c_asserts() -> dict[str, int]:
