@@ -236,7 +236,13 @@ def watch(
                 pending_alerts.extend(engine.process(event))
             pending_events.extend(batch)
             if final:
-                pending_events.extend(sensor.poll(timeout=0.0))  # what the kernel still holds
+                # stop() detaches first and keeps what the kernel still held plus the final loss count;
+                # one more poll() returns them, so nothing the sensor saw is left behind.
+                sensor.stop()
+                tail = sensor.poll(timeout=0.0)
+                for event in tail:
+                    pending_alerts.extend(engine.process(event))
+                pending_events.extend(tail)
                 pending_alerts.extend(engine.flush(time.time() + 3600.0))  # close every open window
             now = time.monotonic()
             if final or now >= next_ship:
@@ -255,7 +261,7 @@ def watch(
             if final:
                 break
     finally:
-        sensor.stop()
+        sensor.stop()  # idempotent: already stopped on the normal path
         stats = sensor.stats()
         if sink:
             sink.close()
