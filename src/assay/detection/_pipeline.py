@@ -401,6 +401,23 @@ class AssayMapping(PreprocessingTransformation):
         ]
 
 
+def event_field(rule: SigmaRule, name: str) -> str:
+    """The event field a Sigma field name of ``rule``'s logsource reads (correlation group-by, fields)."""
+    ls = rule.logsource
+    if ls.service and ls.service.lower() == "auditd":
+        low = name.lower()
+        if low in _AUDIT_COMMON:
+            return _AUDIT_COMMON[low]
+        if low == "name":
+            return "file.path"
+        if low == "syscall" or low == "type":
+            return "event.action"
+        if _dotted_ok(name):
+            return name
+        raise Unmappable(f"auditd field '{name}' has no Assay event field")
+    return AssayMapping._field(name, AssayMapping._logsource(ls))
+
+
 def assay_pipeline() -> ProcessingPipeline:
     """A fresh pipeline (pySigma pipelines keep per-run state, so one per conversion run)."""
     return ProcessingPipeline(
