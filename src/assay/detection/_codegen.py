@@ -86,8 +86,16 @@ def _number(value: Any) -> float | None:
 
 
 def _numeq(raw: Any, number: float) -> bool:
-    n = _number(raw)
-    return n is not None and n == number
+    """Sigma number equality: numerically against a number, by spelling against text ('777' is 777,
+    '0777' is not), so an argv element or a log field compares the way it was written."""
+    if isinstance(raw, bool):
+        return False
+    if isinstance(raw, int | float):
+        return float(raw) == number
+    if isinstance(raw, str):
+        spelled = str(int(number)) if float(number).is_integer() else repr(number)
+        return raw.strip() == spelled
+    return False
 
 
 def _bool(raw: Any, value: bool) -> bool:

@@ -192,7 +192,9 @@ class Engine:
     def _bucket(self, action: str) -> tuple[Matcher, list[LoadedRule]]:
         found = self._buckets.get(action)
         if found is None:
-            rules = [r for r in self._active if r.actions is None or action in r.actions]
+            # Sigma compares case-insensitively, event.action too (bounds hold lower-cased values).
+            low = action.lower()
+            rules = [r for r in self._active if r.actions is None or low in r.actions]
             matcher = build_matcher([(i, r.node) for i, r in enumerate(rules) if r.node is not None])
             found = self._buckets[action] = (matcher, rules)
         return found

@@ -8,6 +8,7 @@ ends lets the engine ask questions of a rule, such as which ``event.action`` val
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -208,6 +209,16 @@ def action_bound(node: Node) -> frozenset[str] | None:
     if isinstance(node, Const):
         return None if node.value else frozenset()
     return None
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """``node`` and every node under it."""
+    yield node
+    if isinstance(node, And | Or):
+        for c in node.children:
+            yield from walk(c)
+    elif isinstance(node, Not):
+        yield from walk(node.child)
 
 
 def fields_of(node: Node) -> set[FieldRef]:
