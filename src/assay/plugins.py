@@ -42,7 +42,12 @@ class AssaySpecs:
 
 
 # Modules of Assay itself that implement hooks; order is the order of CLI help.
-BUILTIN_PLUGINS: tuple[str, ...] = ("assay.cli.demo", "assay.detection._plugin")
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "assay.cli.demo",
+    "assay.cli.detect",
+    "assay.cli.rules",
+    "assay.detection._plugin",
+)
 
 
 @cache

@@ -401,6 +401,18 @@ class AssayMapping(PreprocessingTransformation):
         ]
 
 
+def is_fed(logsource: dict[str, str]) -> bool:
+    """Whether some Assay source produces events for this logsource (the denominator of support rates)."""
+    category, service = logsource.get("category"), logsource.get("service")
+    if (logsource.get("product") or "linux").lower() != "linux":
+        return False
+    if category:
+        return category.lower() in CATEGORIES
+    if service:
+        return service.lower() == "auditd" or service.lower() in SERVICES
+    return False
+
+
 def event_field(rule: SigmaRule, name: str) -> str:
     """The event field a Sigma field name of ``rule``'s logsource reads (correlation group-by, fields)."""
     ls = rule.logsource
