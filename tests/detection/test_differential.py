@@ -96,3 +96,24 @@ def test_matches_agree_rule_by_rule(corpus: tuple[Engine, SqliteMethod, list[Eve
     matched = [rid for rid in ours if ours[rid]]
     assert len(matched) >= 0.9 * len(ours), f"only {len(matched)} of {len(ours)} rules ever matched"
     assert all(len(hits) < len(events) for hits in ours.values())
+
+
+def test_prefilter_never_changes_results(corpus: tuple[Engine, SqliteMethod, list[Event]]) -> None:
+    """The anchor index only skips rules that cannot match: same results as running every rule."""
+    from assay.detection._codegen import build_matcher
+
+    engine, _, events = corpus
+    plain = {}
+    for action in {e.action for e in events}:
+        _, rules = engine._bucket(action)
+        plain[action] = (
+            build_matcher([(i, r.node) for i, r in enumerate(rules) if r.node is not None]),
+            rules,
+        )
+    skipped = 0
+    for e in events:
+        fn, rules = plain[e.action]
+        expected = [rules[i].info.id for i in fn(e.fields)]
+        assert [r.info.id for r in engine.match(e)] == expected
+        skipped += len(rules) - len(expected)
+    assert skipped > 0

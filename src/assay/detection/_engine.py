@@ -16,8 +16,9 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 
 from assay.detection._allowlist import Allowlist, load_allowlists
-from assay.detection._codegen import Matcher, build_matcher
+from assay.detection._codegen import Matcher
 from assay.detection._correlation import Correlation, Fired, Hit
+from assay.detection._index import IndexedMatcher
 from assay.detection._loader import LoadedRule, RuleInfo, load_rules, unsupported
 from assay.detection._pipeline import Unmappable, event_field
 from assay.errors import AssayError, DetectionError, ErrorCollector, RuleUnsupported, Source
@@ -195,7 +196,7 @@ class Engine:
             # Sigma compares case-insensitively, event.action too (bounds hold lower-cased values).
             low = action.lower()
             rules = [r for r in self._active if r.actions is None or low in r.actions]
-            matcher = build_matcher([(i, r.node) for i, r in enumerate(rules) if r.node is not None])
+            matcher = IndexedMatcher([(i, r.node) for i, r in enumerate(rules) if r.node is not None], action)
             found = self._buckets[action] = (matcher, rules)
         return found
 

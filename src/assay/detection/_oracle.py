@@ -84,8 +84,10 @@ class SqliteMethod:
         rows = [row_of(e) for e in events]
         columns = sorted({c for r in rows for c in r})
         for query in (q for qs in self.queries.values() for q in qs):
-            # fields a rule reads that no event carries still need a (NULL) column
-            for name in re.findall(r'"([^"]+)"', query):
+            # fields a rule reads that no event carries still need a (NULL) column (the backend quotes
+            # identifiers with backticks)
+            for name in re.findall(r'`((?:[^`]|``)+)`|"([^"]+)"', query):
+                name = (name[0] or name[1]).replace("``", "`")
                 if name not in columns:
                     columns.append(name)
         # TEXT COLLATE NOCASE, as Zircolite declares its columns: numbers are stored and compared as text.
