@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sigma.correlations import (
@@ -64,16 +64,36 @@ class Fired:
     group: dict[str, Any]
 
 
-@dataclass
 class _Group:
-    start: float
-    last: float = 0.0
-    times: deque[float] = field(default_factory=deque)
-    values: OrderedDict[Any, float] = field(default_factory=OrderedDict)
-    count: int = 0
-    steps: dict[int, tuple[float, tuple[Any, ...]]] = field(default_factory=dict)
-    evidence: list[Any] = field(default_factory=list)
-    fired: bool = False
+    """State of one group-by key. Plain slots, containers made on first use: groups are created per key
+    (per process, per address), often for a single event, so creation must be cheap."""
+
+    __slots__ = ("count", "fired", "first", "last", "recent", "start", "steps", "times", "values")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.last = start
+        self.count = 0
+        self.fired = False
+        self.times: deque[float] = deque()
+        self.values: OrderedDict[Any, float] = OrderedDict()
+        self.steps: dict[int, tuple[float, tuple[Any, ...]]] = {}
+        self.first: list[Any] = []  # evidence: the first events of the window and the most recent ones
+        self.recent: deque[Any] | None = None
+
+    def keep(self, events: Iterable[Any]) -> None:
+        """Keep the first and the most recent events as evidence, in constant space."""
+        for e in events:
+            if len(self.first) < MAX_EVIDENCE // 2:
+                self.first.append(e)
+            else:
+                if self.recent is None:
+                    self.recent = deque(maxlen=MAX_EVIDENCE - MAX_EVIDENCE // 2)
+                self.recent.append(e)
+
+    @property
+    def evidence(self) -> list[Any]:
+        return [*self.first, *(self.recent or ())]
 
 
 def _evidence(old: list[Any], new: Iterable[Any]) -> list[Any]:
@@ -99,6 +119,7 @@ class Correlation:
         self.rule = rule
         self.rule_id = ""  # set by the engine: the id alerts carry
         self.refs = list(refs)
+        self.first_step = {self.refs[0]} if self.refs else set()
         self.group_names = list(rule.group_by or [])
         self.group_fields = group_fields
         self.value_fields = value_fields or {}
@@ -128,7 +149,7 @@ class Correlation:
     def _group(self, key: Key, ts: float) -> _Group:
         g = self.groups.get(key)
         if g is None:
-            g = self.groups[key] = _Group(start=ts)
+            g = self.groups[key] = _Group(ts)
             if len(self.groups) > self.max_groups:
                 self.groups.popitem(last=False)
                 self.evicted += 1
@@ -140,8 +161,9 @@ class Correlation:
         names = self.group_fields.get(ref)
         if names is None:
             return []
-        key = tuple(hit.get(f) for f in names)
-        if any(v is None for v in key) and names:
+        get = hit.get
+        key = tuple([get(f) for f in names])
+        if None in key:
             return []  # an event without a group-by field joins no group (as SQL GROUP BY on NULL would not)
         out: list[Fired] = []
         ts = hit.timestamp
@@ -154,9 +176,8 @@ class Correlation:
                 del self.groups[key]
         if (
             self.type is SigmaCorrelationType.TEMPORAL_ORDERED
+            and ref not in self.first_step
             and key not in self.groups
-            and self.refs.index(ref) != 0
-            and ref not in self.refs[:1]
         ):
             return out  # a later step with no chain started: nothing to remember (keeps memory bounded)
         g = self._group(key, ts)
@@ -179,10 +200,10 @@ class Correlation:
     def _count(self, key: Key, g: _Group, hit: Hit) -> Fired | None:
         if not self.lower_bounded:
             g.count += 1
-            g.evidence = _evidence(g.evidence, hit.events)
+            g.keep(hit.events)
             return None
         g.times.append(hit.timestamp)
-        g.evidence = _evidence(g.evidence, hit.events)
+        g.keep(hit.events)
         while g.times and hit.timestamp - g.times[0] > self.timespan:
             g.times.popleft()
         while len(g.times) > self.keep:
@@ -201,7 +222,7 @@ class Correlation:
         value = value.lower() if isinstance(value, str) else value
         g.values[value] = hit.timestamp
         g.values.move_to_end(value)
-        g.evidence = _evidence(g.evidence, hit.events)
+        g.keep(hit.events)
         if not self.lower_bounded:
             return None
         while g.values:
@@ -277,5 +298,6 @@ class Correlation:
 
     def state_size(self) -> int:
         return sum(
-            len(g.times) + len(g.values) + len(g.steps) + len(g.evidence) + 1 for g in self.groups.values()
+            len(g.times) + len(g.values) + len(g.steps) + len(g.first) + len(g.recent or ()) + 1
+            for g in self.groups.values()
         )
