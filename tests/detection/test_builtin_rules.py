@@ -50,7 +50,7 @@ POSITIVE: list[tuple[str, Event]] = [
     ("T1057", exec_event("ps", "-A")),
     ("T1057", exec_event("pstree", "-p")),
     ("T1087.001", exec_event("cut", "-d:", "-f1", "/etc/passwd")),
-    ("T1087.001", exec_event("getent", "group")),
+    ("T1069.001", exec_event("getent", "group")),
     ("T1087.001", exec_event("awk", "-F:", "$3>=1000", "/etc/passwd")),
     ("T1518.001", exec_event("pgrep", "-a", "osqueryd")),
     ("T1518.001", exec_event("systemctl", "is-active", "falcon-sensor")),

@@ -69,3 +69,11 @@ def test_detect_names_the_bad_line(tmp_path: Path) -> None:
     result = runner.invoke(build_app(), ["detect", "--events", str(events), "--output", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert f"{events}:2" in result.output and "invalid JSON" in result.output
+
+
+def test_rules_techniques_lists_the_derived_coverage() -> None:
+    result = runner.invoke(build_app(), ["rules", "techniques", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert len(doc) >= 80 and "T1049" not in doc
+    assert "System Owner or User Discovery" in doc["T1033"]

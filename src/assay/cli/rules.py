@@ -85,3 +85,27 @@ def check(
         )
     if engine.errors:
         raise typer.Exit(code=1)
+
+
+@rules_app.command("techniques")
+def techniques(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {technique: [rule titles]} as JSON.")
+    ] = False,
+) -> None:
+    """List the ATT&CK techniques the built-in rules cover (derived from the rules' tags)."""
+    from assay import attack
+    from assay.detection import technique_coverage
+
+    coverage = technique_coverage()
+    if as_json:
+        typer.echo(json.dumps(coverage, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{len(coverage)} techniques covered by built-in rules")
+    for col in ("technique", "name", "rules"):
+        table.add_column(col, overflow="fold")
+    for tid, titles in coverage.items():
+        known = attack.catalogue().get(tid)
+        table.add_row(tid, known.name if known else "?", "; ".join(titles))
+    console.print(table)
