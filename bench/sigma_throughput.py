@@ -7,8 +7,10 @@ A mixed stream (mostly ordinary host activity, about 1% probes aimed at rules) r
 1. Assay's engine: every rule of the SigmaHQ corpus plus the built-ins, compiled to Python, one event at a
    time, as ``assay watch`` does (one core, one thread);
 2. the SQLite method: the same rules converted by pySigma's SQLite backend through the same pipeline,
-   the events loaded into an in-memory table, one query per rule (how Zircolite-style tools work; the
-   load is counted, as it is part of the method).
+   - batch: the events loaded into an in-memory table, one query per rule (how Zircolite-style tools
+     work on a log file; the load is counted, as it is part of the method);
+   - streaming: each event inserted and every query run before the next event, as a live sensor needs
+     (alerts while the attack runs); measured on a sample (``--stream-sample``) because it is slow.
 
 Each runs in its own forked process so that its peak RSS is its own. It prints events/s for both, the
 ratio, peak memory, and the alert counts per method, which must be identical. Rules that match
@@ -35,7 +37,7 @@ from assay.detection import Engine, builtin_rule_paths  # noqa: E402
 from assay.detection._codegen import LIST_FIELDS  # noqa: E402
 from assay.detection._ir import fields_of  # noqa: E402
 from assay.detection._loader import read_documents, rule_files  # noqa: E402
-from assay.detection._oracle import SqliteMethod  # noqa: E402
+from assay.detection._oracle import SqliteMethod, columns_for, run_streaming  # noqa: E402
 from assay.detection._synthetic import benign_stream, probes  # noqa: E402
 from assay.events import Event  # noqa: E402
 
@@ -107,6 +109,14 @@ def run_sqlite(docs: list[tuple[str, dict[str, Any]]], events: list[Event], q: A
     )
 
 
+def run_sqlite_streaming(docs: list[tuple[str, dict[str, Any]]], events: list[Event], q: Any) -> None:
+    method = SqliteMethod.convert(docs)
+    cols = columns_for(method, events)
+    t0 = time.perf_counter()
+    counts = run_streaming(method, events, cols)
+    q.put({"elapsed": time.perf_counter() - t0, "counts": counts, "rss": _peak_mb()})
+
+
 def in_child(target: Any, *args: Any) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     q = ctx.Queue()
@@ -127,6 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--sigma", type=Path, default=find_sigma())
+    ap.add_argument("--stream-sample", type=int, default=5_000, help="events for the streaming SQLite run")
     args = ap.parse_args()
     if not args.sigma.is_dir():
         sys.exit(f"SigmaHQ corpus not found at {args.sigma} (use --sigma)")
@@ -159,6 +170,9 @@ def main() -> None:
 
     ours = in_child(run_engine, [args.sigma], events)
     theirs = in_child(run_sqlite, docs, events)
+    sample = events[: args.stream_sample]
+    stream = in_child(run_sqlite_streaming, docs, sample)
+    ours_sample = in_child(run_engine, [args.sigma], sample)
 
     n = len(events)
     ours_eps = n / ours["elapsed"]
@@ -168,14 +182,27 @@ def main() -> None:
     print(f"{'method':<34}{'events/s':>12}{'seconds':>10}{'peak RSS MB':>14}")
     print(f"{'assay engine (match only)':<34}{ours_eps:>12,.0f}{ours['elapsed']:>10.2f}{ours['rss']:>14.0f}")
     print(f"{'assay engine (alerts+correlation)':<34}{full_eps:>12,.0f}{ours['elapsed_full']:>10.2f}{'':>14}")
-    label = "pySigma -> SQLite (load + query)"
+    label = "pySigma -> SQLite, batch"
     print(f"{label:<34}{theirs_eps:>12,.0f}{theirs['elapsed']:>10.2f}{theirs['rss']:>14.0f}")
+    stream_eps = len(sample) / stream["elapsed"]
+    label = f"pySigma -> SQLite, streaming ({len(sample)})"
+    print(f"{label:<34}{stream_eps:>12,.0f}{stream['elapsed']:>10.2f}{stream['rss']:>14.0f}")
     print(
         f"ratio (assay match / sqlite): {ours_eps / theirs_eps:.1f}x   "
         f"(with alerts and correlation: {full_eps / theirs_eps:.1f}x); "
         f"SQL conversion took {theirs['convert']:.1f}s"
     )
 
+    print(
+        f"ratio (assay match / sqlite streaming): {ours_eps / stream_eps:.0f}x   "
+        f"(with alerts and correlation: {full_eps / stream_eps:.0f}x)"
+    )
+    sample_counts = {k: v for k, v in ours_sample["counts"].items() if k in sql_ids}
+    verdict = "IDENTICAL" if sample_counts == stream["counts"] else "DIFFERENT"
+    print(
+        f"streaming sample alert counts: assay {sum(sample_counts.values())}, sqlite "
+        f"{sum(stream['counts'].values())} -> {verdict}"
+    )
     ours_counts = {k: v for k, v in ours["counts"].items() if k in sql_ids}
     same = ours_counts == theirs["counts"]
     print(

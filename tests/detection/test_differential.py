@@ -117,3 +117,28 @@ def test_prefilter_never_changes_results(corpus: tuple[Engine, SqliteMethod, lis
         assert [r.info.id for r in engine.match(e)] == expected
         skipped += len(rules) - len(expected)
     assert skipped > 0
+
+
+def test_documented_difference_cidr_is_an_address_test_not_a_text_prefix() -> None:
+    """pySigma's SQLite backend expands |cidr into LIKE prefixes; Assay compares parsed addresses."""
+    from assay.detection._oracle import SqliteMethod
+
+    rule = {
+        "title": "t",
+        "id": "66666666-6666-4666-8666-666666666666",
+        "logsource": {"product": "linux", "category": "network_connection"},
+        "detection": {"sel": {"DestinationIp|cidr": "10.0.0.0/8"}, "condition": "sel"},
+    }
+    oracle = SqliteMethod.convert([(rule["id"], rule)])
+    events = [
+        Event.of("connect", "synthetic", 1.0, values={"destination.ip": "10.1.2.3"}),
+        Event.of("connect", "synthetic", 2.0, values={"destination.ip": "10.example.org"}),
+    ]
+    assert oracle.run(events)[rule["id"]] == {0, 1}  # the backend: text starting with '10.' is "in" 10/8
+    import yaml
+
+    from assay.detection._loader import _Document, load_document
+
+    loaded = load_document(Path("r.yml"), _Document(yaml.safe_load(yaml.safe_dump(rule)), 1, {}), 0)
+    engine = Engine([loaded])
+    assert [bool(engine.match(e)) for e in events] == [True, False]  # Assay: only the address is

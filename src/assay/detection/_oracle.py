@@ -114,3 +114,36 @@ class SqliteMethod:
             return out
         finally:
             conn.close()
+
+
+def run_streaming(method: SqliteMethod, events: Sequence[Event], columns: Sequence[str]) -> dict[str, int]:
+    """The SQLite method as a live sensor would need it: each event is inserted and every rule's query
+    runs before the next event arrives (alert latency of one event), then the row is deleted."""
+    conn = sqlite3.connect(":memory:")
+    conn.create_function("regexp", 2, _regexp, deterministic=True)
+    cols = list(columns)
+    quoted = [f'"{c}"' for c in cols]
+    conn.execute(f"CREATE TABLE logs ({', '.join(q + ' TEXT COLLATE NOCASE' for q in quoted)})")
+    insert = f"INSERT INTO logs ({', '.join(quoted)}) VALUES ({', '.join('?' for _ in cols)})"
+    queries = [(rid, q) for rid, qs in method.queries.items() for q in qs]
+    counts: dict[str, int] = {}
+    try:
+        for event in events:
+            row = row_of(event)
+            conn.execute(insert, tuple(row.get(c) for c in cols))
+            for rid, q in queries:
+                if conn.execute(q).fetchone() is not None:
+                    counts[rid] = counts.get(rid, 0) + 1
+            conn.execute("DELETE FROM logs")
+    finally:
+        conn.close()
+    return counts
+
+
+def columns_for(method: SqliteMethod, events: Sequence[Event]) -> list[str]:
+    """Every column the events and the queries need."""
+    conn = method.connect(events[:1])
+    try:
+        return [d[1] for d in conn.execute("PRAGMA table_info(logs)")]
+    finally:
+        conn.close()
