@@ -8,6 +8,7 @@ state; every alert passes the allowlists, which flag (never drop) what they supp
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -58,7 +59,8 @@ class Engine:
         self.errors: list[AssayError] = list(errors)
         self.allowlist = allowlist or Allowlist()
         self.suppressed: Counter[str] = Counter()  # allowlist entry id → matches it silenced
-        self._loaded = list(loaded)
+        # Copies: linking correlations marks base rules (emit), and loaded rules are shared by a cache.
+        self._loaded = [dataclasses.replace(r) for r in loaded]
         self._correlations: dict[str, Correlation] = {}
         self._subscribers: dict[str, list[tuple[Correlation, str]]] = {}
         self._link_correlations(max_groups)

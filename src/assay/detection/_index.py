@@ -70,7 +70,9 @@ def regex_literals(pattern: str, flags: int = 0) -> frozenset[str] | None:
     except (re.error, RecursionError, OverflowError):
         return None
     found = _required(list(tree))
-    return frozenset(v.lower() for v in found) if found else None
+    if not found or not all(found):
+        return None
+    return frozenset(v.lower() for v in found)
 
 
 def _better(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
@@ -85,39 +87,99 @@ def _lit_key(s: frozenset[str]) -> tuple[int, int]:
     return (-min(len(v) for v in s), len(s))
 
 
+_MAX_ALTS = 64
+
+
+def _finite(items: list[Any]) -> set[str] | None:
+    """The strings a regex sequence matches when they are a small finite set (literals, classes of
+    literals, alternations of those), else None. ``/(nc|ncat)`` → {'/nc', '/ncat'}."""
+    out = {""}
+    for op, arg in items:
+        name = str(op)
+        alts: set[str] | None
+        if name == "LITERAL":
+            alts = {chr(arg)}
+        elif name == "IN":
+            alts = {chr(a) for o, a in arg if str(o) == "LITERAL"}
+            if len(alts) != len(arg):
+                return None
+        elif name == "SUBPATTERN":
+            alts = _finite(list(arg[-1]))
+        elif name == "BRANCH":
+            alts = set()
+            for branch in arg[1]:
+                sub = _finite(list(branch))
+                if sub is None:
+                    return None
+                alts |= sub
+        else:
+            return None
+        if alts is None:
+            return None
+        out = {a + b for a in out for b in alts}
+        if len(out) > _MAX_ALTS:
+            return None
+    return out
+
+
 def _required(items: list[Any]) -> frozenset[str] | None:
+    """Literal sets one of which every match of the sequence contains; the most selective one."""
     best: frozenset[str] | None = None
-    run: list[str] = []
+    run: set[str] = {""}
 
     def close() -> None:
         nonlocal best, run
-        if run:
-            best = _better(best, frozenset({"".join(run)}))
-            run = []
+        if all(run):
+            best = _better(best, frozenset(run))
+        run = {""}
 
-    for op, arg in items:
-        name = str(op)
-        if name == "LITERAL":
-            run.append(chr(arg))
+    for item in items:
+        op, arg = item
+        fin = _finite([item])
+        if fin is not None:
+            grown = {a + b for a in run for b in fin}
+            if len(grown) > _MAX_ALTS:
+                close()
+                grown = fin
+            run = grown
             continue
         close()
+        name = str(op)
         if name == "SUBPATTERN":
             best = _better(best, _required(list(arg[-1])))
         elif name == "BRANCH":
             alts = [_required(list(b)) for b in arg[1]]
-            if alts and all(a is not None and all(a) for a in alts):
+            if alts and all(a is not None for a in alts):
                 best = _better(best, frozenset().union(*(a for a in alts if a is not None)))
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[0] >= 1:
             best = _better(best, _required(list(arg[2])))
     close()
-    if best is not None and not all(best):
-        return None
     return best
+
+
+def regex_basenames(pattern: str, flags: int = 0) -> frozenset[str] | None:
+    """For ``/(a|b|c)$``-style image patterns: the base names the path must end with, else None."""
+    try:
+        items = list(sre_parse.parse(pattern, flags))
+    except (re.error, RecursionError, OverflowError):
+        return None
+    if len(items) < 3 or str(items[-1][0]) != "AT" or str(items[-1][1]) != "AT_END":
+        return None
+    if str(items[0][0]) != "LITERAL" or items[0][1] != ord("/"):
+        return None
+    names = _finite(items[1:-1])
+    if not names or any(not n or "/" in n for n in names):
+        return None
+    return frozenset(n.lower() for n in names)
 
 
 def _leaf(node: Match) -> Anchor | None:
     field, t = node.field, node.test
     if isinstance(t, RegexTest):
+        if field.name == "process.executable" and field.index is None:
+            bases = regex_basenames(t.pattern, t.flags)
+            if bases:
+                return Anchor(field, "base", bases)
         lits = regex_literals(t.pattern, t.flags)
         if not lits:
             return None
@@ -136,10 +198,9 @@ def _leaf(node: Match) -> Anchor | None:
     if field.index is not None and not (t.kind == "eq" and not t.cased):
         # an element containing the literal implies the joined list does: one scan serves every element
         return Anchor(FieldRef(field.name), "lit", values)
-    if field.name == "process.executable" and field.index is None and t.kind in ("suffix", "eq"):
-        bases = {v.rsplit("/", 1)[1] for v in values if "/" in v}
-        if len(bases) == len(values) and all(bases):
-            return Anchor(field, "base", frozenset(bases))
+    is_image = field.name == "process.executable" and field.index is None
+    if is_image and t.kind in ("suffix", "eq") and all("/" in v and v.rsplit("/", 1)[1] for v in values):
+        return Anchor(field, "base", frozenset(v.rsplit("/", 1)[1] for v in values))
     if t.kind == "eq" and not t.cased:
         return Anchor(field, "eq", values)
     return Anchor(field, "lit", values)
