@@ -158,7 +158,11 @@ def _element(raw: Any, index: int) -> Any:
 
 def _texts(raw: Any) -> list[str]:
     if isinstance(raw, list):
-        return [t for t in map(text, raw) if t is not None]
+        try:
+            "".join(raw)  # C-level proof that every element is a str: the common case needs no copy
+        except TypeError:
+            return [t for t in map(text, raw) if t is not None]
+        return raw
     t = text(raw)
     return [t] if t is not None else []
 
@@ -230,7 +234,7 @@ class Emitter:
         elif view == "joined":  # list elements, lower-cased, NUL-joined: one text to search literals in
             src = f"'\\x00'.join({self.var(field, 'llist')})"
         else:  # llist
-            src = f"[x.lower() for x in {self.var(field, 'list')}]"
+            src = f"list(map(str.lower, {self.var(field, 'list')}))"
         self.prologue.append(f"    {name} = {src}")
         return name
 
