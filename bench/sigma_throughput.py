@@ -21,6 +21,7 @@ Assay side only and are listed apart.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import queue
 import random
@@ -73,6 +74,9 @@ def run_engine(paths: list[Path], events: list[Event], q: Any) -> None:
     engine = Engine.load(rule_paths=paths, include_builtin=True, include_default_allowlists=False)
     for action in {e.action for e in events}:  # generate every matcher first: code generation is load time
         engine._bucket(action)
+    # The 200k input events are the benchmark's data, not the engine's: keep the garbage collector from
+    # rescanning them on every collection (a live sensor does not hold its whole input in memory).
+    gc.freeze()
     counts: dict[str, int] = {}
     t0 = time.perf_counter()
     for e in events:
@@ -97,6 +101,7 @@ def run_engine(paths: list[Path], events: list[Event], q: Any) -> None:
 
 
 def run_sqlite(docs: list[tuple[str, dict[str, Any]]], events: list[Event], q: Any) -> None:
+    gc.freeze()  # same treatment of the input as on the engine's side
     t0 = time.perf_counter()
     method = SqliteMethod.convert(docs)
     convert = time.perf_counter() - t0

@@ -167,6 +167,8 @@ class Correlation:
             return []  # an event without a group-by field joins no group (as SQL GROUP BY on NULL would not)
         out: list[Fired] = []
         ts = hit.timestamp
+        if self.lower_bounded and self.groups:
+            self._expire(ts)
         if not self.lower_bounded:
             g = self.groups.get(key)
             if g is not None and ts - g.start > self.timespan:
@@ -193,6 +195,19 @@ class Correlation:
         if fired_ is not None:
             out.append(fired_)
         return out
+
+    def _expire(self, now: float, budget: int = 4) -> None:
+        """Drop a few groups whose window has passed, oldest first (the LRU order is the order of their
+        last events). Amortised over hits, this keeps the state to what the timespan can still use, so
+        the cap on groups is a safety net rather than the normal way groups leave."""
+        groups = self.groups
+        for _ in range(budget):
+            key = next(iter(groups))
+            if now - groups[key].last <= self.timespan:
+                return
+            del groups[key]
+            if not groups:
+                return
 
     def _fire(self, key: Key, g: _Group, ts: float, events: Iterable[Any]) -> Fired:
         return Fired(key, tuple(events), ts, dict(zip(self.group_names, key, strict=False)))
