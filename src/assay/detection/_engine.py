@@ -204,7 +204,8 @@ class Engine:
 
     def match(self, event: Event) -> list[LoadedRule]:
         """The supported detection rules whose condition holds for ``event`` (no alerts, no allowlists)."""
-        matcher, rules = self._bucket(event.fields.get("event.action", ""))
+        action = event.fields.get("event.action", "")
+        matcher, rules = self._bucket(action if isinstance(action, str) else str(action))
         return [rules[i] for i in matcher(event.fields)]
 
     def process(self, event: Event) -> list[Alert]:
