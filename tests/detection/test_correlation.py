@@ -168,3 +168,29 @@ def test_bad_references_are_reported(tmp_path: Path) -> None:
     (info,) = engine.rules
     assert not info.supported and info.reason == "references unknown rule 'nope'"
     assert "unknown rule 'nope'" in str(engine.errors[0]) and str(engine.errors[0]).startswith(str(tmp_path))
+
+
+def test_base_rules_alert_alone_only_with_generate(tmp_path: Path) -> None:
+    text = """\
+title: base
+name: base
+id: 31313131-3131-4131-8131-313131313131
+tags: [attack.t1033]
+logsource: {product: linux, category: process_creation}
+detection: {sel: {Image|endswith: /whoami}, condition: sel}
+---
+title: twice
+id: 32323232-3232-4232-8232-323232323232
+tags: [attack.t1087.001]
+correlation: {type: event_count, rules: [base], group-by: [host.name], timespan: 1m, condition: {gte: 2}GEN}
+"""
+    (tmp_path / "c.yml").write_text(text.replace("GEN", ""))
+    quiet = Engine.load(rule_paths=[tmp_path], include_builtin=False)
+    assert quiet.mapped_techniques == {"T1087.001"}  # the base rule alerts only through the correlation
+    first = exec_event("whoami")
+    assert run(quiet, [first]) == []
+    assert titles(run(quiet, [exec_event("whoami")])) == ["twice"]
+    (tmp_path / "c.yml").write_text(text.replace("GEN", ", generate: true"))
+    loud = Engine.load(rule_paths=[tmp_path], include_builtin=False)
+    assert loud.mapped_techniques == {"T1033", "T1087.001"}
+    assert [a.title for a in run(loud, [exec_event("whoami")])] == ["base"]

@@ -68,8 +68,9 @@ class Engine:
         self._by_id = {r.info.id: r for r in self._loaded}
         self._active = [r for r in self._loaded if r.info.supported and r.node is not None]
         self._buckets: dict[str, tuple[Matcher, list[LoadedRule]]] = {}
+        # A correlation's base rule that does not alert on its own (no `generate`) maps nothing itself.
         self.mapped_techniques: frozenset[str] = frozenset(
-            t for r in self._loaded if r.info.supported for t in r.info.techniques
+            t for r in self._loaded if r.info.supported and r.emit for t in r.info.techniques
         )
         consumed: set[str] = set()
         for r in self._active:
