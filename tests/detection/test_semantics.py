@@ -214,3 +214,34 @@ def test_unresolved_placeholder_is_unsupported_with_reason(tmp_path: Path) -> No
     engine = Engine.load(rule_paths=[tmp_path], include_builtin=False)
     (info,) = engine.rules
     assert not info.supported and info.reason is not None and "%admin_tools%" in info.reason
+
+
+def test_audit_keys_are_read_from_the_rules_own_definition() -> None:
+    from assay.detection._pipeline import audit_keys
+
+    keys = audit_keys(
+        "-w /usr/bin/wget -p x -k dl\n"
+        "-w /etc/cron.d -p wa -k cron\n"
+        "-a always,exit -F arch=b64 -S connect -k net\n"
+        "-a always,exit -F arch=b64 -S connect -F a2=16 -k net4\n"
+        "-w /etc/shadow -p r -k shadow\n"
+    )
+    assert keys["dl"] == [[("event.action", "exec"), ("process.executable", "/usr/bin/wget")]]
+    assert keys["cron"] == [[("event.action", "file_write"), ("file.path", "/etc/cron.d")]]
+    assert keys["net"] == [[("event.action", "connect")]]
+    assert "net4" not in keys  # an argument filter Assay cannot express: left unmapped, not approximated
+    assert "shadow" not in keys  # read watches are not Assay's file_read_sensitive
+
+
+def test_auditd_key_rule_fires_on_the_watched_behaviour(tmp_path: Path) -> None:
+    doc = {
+        "title": "t",
+        "id": "57575757-5757-4575-8575-575757575757",
+        "logsource": {"product": "linux", "service": "auditd", "definition": "-w /usr/bin/ncat -p x -k susp"},
+        "detection": {"sel": {"key": "susp"}, "condition": "sel"},
+    }
+    (tmp_path / "r.yml").write_text(yaml.safe_dump(doc))
+    engine = Engine.load(rule_paths=[tmp_path], include_builtin=False)
+    assert engine.rules[0].supported, engine.rules[0].reason
+    assert hits(engine, ev(process__executable="/usr/bin/ncat"))
+    assert not hits(engine, ev("connect", process__executable="/usr/bin/ncat"))
