@@ -45,6 +45,8 @@ class AssaySpecs:
 # One entry per line, sorted, so parallel additions rarely touch the same lines.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.demo",
+    "assay.cli.detect",
+    "assay.cli.rules",
     "assay.cli.sense",
     "assay.cli.serve",
     "assay.cli.watch",
