@@ -4,23 +4,23 @@ Most Sigma rules require one literal somewhere: ``Image|endswith: /chmod`` can o
 base name is ``chmod``; ``CommandLine|contains: pty.spawn`` only when that text occurs in the command line.
 Each rule gets one such *anchor*, a necessary condition derived from its compiled tree (never a guess: a
 rule without a provable anchor runs on every event of its actions). Per event the engine looks up the
-anchors that hold (a dict lookup per hashed field, one Aho-Corasick pass per text field) and runs the rule
-groups they name, each one generated function. Correctness does not depend on the index: an anchor is
-implied by the rule, so a rule it skips could not have matched.
+anchors that hold (a dict lookup per hashed field, one Aho-Corasick pass over all the text fields at once)
+and runs the rule groups they name, each one generated function that receives the field views the
+dispatch already computed. Correctness does not depend on the index: an anchor is implied by the rule, so
+a rule it skips could not have matched.
 """
 
 from __future__ import annotations
 
-import re
-import re._parser as sre_parse  # the regex parser re itself uses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import ahocorasick
+import ahocorasick_rs
 
-from assay.detection._codegen import LIST_FIELDS, Emitter, Matcher, build_matcher
+from assay.detection._codegen import LIST_FIELDS, Emitter, Matcher, build_group, rule_lines
 from assay.detection._ir import (
+    FULLTEXT,
     And,
     Const,
     FieldRef,
@@ -32,6 +32,7 @@ from assay.detection._ir import (
     StrTest,
     specialize_action,
 )
+from assay.detection._literals import glob_literals, regex_basenames, regex_literals
 
 Mode = Literal["base", "eq", "lit"]
 
@@ -58,121 +59,6 @@ class Anchor:
         return (0 if self.mode != "lit" else 1, -min(shortest, 12), len(self.values))
 
 
-def regex_literals(pattern: str, flags: int = 0) -> frozenset[str] | None:
-    """Literals one of which every match of ``pattern`` contains (lower-cased), or None if none is provable.
-
-    Reads the regex's parse tree (the ``re`` module's own parser): runs of literal characters in sequence
-    are required; an alternation requires one of its branches' literals; a repeat with a minimum of one
-    requires its body's. Anything else (classes, wildcards, optional parts) breaks a run and requires
-    nothing."""
-    try:
-        tree = sre_parse.parse(pattern, flags)
-    except (re.error, RecursionError, OverflowError):
-        return None
-    found = _required(list(tree))
-    if not found or not all(found):
-        return None
-    return frozenset(v.lower() for v in found)
-
-
-def _better(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if _lit_key(a) <= _lit_key(b) else b
-
-
-def _lit_key(s: frozenset[str]) -> tuple[int, int]:
-    return (-min(len(v) for v in s), len(s))
-
-
-_MAX_ALTS = 64
-
-
-def _finite(items: list[Any]) -> set[str] | None:
-    """The strings a regex sequence matches when they are a small finite set (literals, classes of
-    literals, alternations of those), else None. ``/(nc|ncat)`` → {'/nc', '/ncat'}."""
-    out = {""}
-    for op, arg in items:
-        name = str(op)
-        alts: set[str] | None
-        if name == "LITERAL":
-            alts = {chr(arg)}
-        elif name == "IN":
-            alts = {chr(a) for o, a in arg if str(o) == "LITERAL"}
-            if len(alts) != len(arg):
-                return None
-        elif name == "SUBPATTERN":
-            alts = _finite(list(arg[-1]))
-        elif name == "BRANCH":
-            alts = set()
-            for branch in arg[1]:
-                sub = _finite(list(branch))
-                if sub is None:
-                    return None
-                alts |= sub
-        else:
-            return None
-        if alts is None:
-            return None
-        out = {a + b for a in out for b in alts}
-        if len(out) > _MAX_ALTS:
-            return None
-    return out
-
-
-def _required(items: list[Any]) -> frozenset[str] | None:
-    """Literal sets one of which every match of the sequence contains; the most selective one."""
-    best: frozenset[str] | None = None
-    run: set[str] = {""}
-
-    def close() -> None:
-        nonlocal best, run
-        if all(run):
-            best = _better(best, frozenset(run))
-        run = {""}
-
-    for item in items:
-        op, arg = item
-        fin = _finite([item])
-        if fin is not None:
-            grown = {a + b for a in run for b in fin}
-            if len(grown) > _MAX_ALTS:
-                close()
-                grown = fin
-            run = grown
-            continue
-        close()
-        name = str(op)
-        if name == "SUBPATTERN":
-            best = _better(best, _required(list(arg[-1])))
-        elif name == "BRANCH":
-            alts = [_required(list(b)) for b in arg[1]]
-            if alts and all(a is not None for a in alts):
-                best = _better(best, frozenset().union(*(a for a in alts if a is not None)))
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[0] >= 1:
-            best = _better(best, _required(list(arg[2])))
-    close()
-    return best
-
-
-def regex_basenames(pattern: str, flags: int = 0) -> frozenset[str] | None:
-    """For ``/(a|b|c)$``-style image patterns: the base names the path must end with, else None."""
-    try:
-        items = list(sre_parse.parse(pattern, flags))
-    except (re.error, RecursionError, OverflowError):
-        return None
-    if len(items) < 3 or str(items[-1][0]) != "AT" or str(items[-1][1]) != "AT_END":
-        return None
-    if str(items[0][0]) != "LITERAL" or items[0][1] != ord("/"):
-        return None
-    names = _finite(items[1:-1])
-    if not names or any(not n or "/" in n for n in names):
-        return None
-    return frozenset(n.lower() for n in names)
-
-
 def _leaf(node: Match) -> Anchor | None:
     field, t = node.field, node.test
     if isinstance(t, RegexTest):
@@ -187,11 +73,21 @@ def _leaf(node: Match) -> Anchor | None:
     if isinstance(t, NumEqTest) and float(t.number).is_integer() and not _is_list(field):
         # _numeq: a number equals the integer, text must be spelled exactly so: both read as this text
         return Anchor(field, "eq", frozenset({str(int(t.number))}))
-    if not isinstance(t, StrTest) or t.kind in ("any", "glob") or not t.values:
+    if not isinstance(t, StrTest) or t.kind == "any" or not t.values:
         return None
-    values = frozenset(v.lower() for v in t.values)
+    raw: frozenset[str] = frozenset(t.values)
+    if t.kind == "glob":
+        parts = [glob_literals(v) for v in t.values]
+        if any(p is None for p in parts):
+            return None
+        raw = frozenset().union(*(p for p in parts if p is not None))
+    if t.cased and not all(v.isascii() for v in raw):
+        return None  # a cased literal lower-cased is in the lower-cased text only for ASCII (see _literals)
+    values = frozenset(v.lower() for v in raw)
     if any(not v for v in values):
         return None  # an empty literal is in every text: no anchor
+    if t.kind == "glob":
+        return Anchor(FieldRef(field.name) if field.index is not None else field, "lit", values)
     if _is_list(field):
         # any element passing implies the elements, joined, contain the literal
         return Anchor(field, "lit", values)
@@ -270,9 +166,7 @@ class IndexedMatcher:
                 groups.setdefault(anchors, []).append((index, node))
         hashed: dict[tuple[FieldRef, Mode], dict[str, list[int]]] = {}
         literal: dict[FieldRef, dict[str, list[int]]] = {}
-        group_fns: list[Matcher] = []
-        for gid, (anchors, members) in enumerate(groups.items()):
-            group_fns.append(build_matcher(members, f"group{gid}"))
+        for gid, anchors in enumerate(groups):
             for a in anchors:
                 table = (
                     literal.setdefault(a.field, {})
@@ -282,48 +176,48 @@ class IndexedMatcher:
                 for v in a.values:
                     table.setdefault(v, []).append(gid)
         self.counts = {"rules": len(rules), "always": len(always), "groups": len(groups)}
-        self._fn = self._generate(build_matcher(always, "always"), group_fns, hashed, literal)
+        self._fn = self._generate(always, list(groups.values()), hashed, literal)
 
     @staticmethod
     def _generate(
-        always: Matcher,
-        group_fns: list[Matcher],
+        always: list[tuple[int, Node]],
+        groups: list[list[tuple[int, Node]]],
         hashed: dict[tuple[FieldRef, Mode], dict[str, list[int]]],
         literal: dict[FieldRef, dict[str, list[int]]],
     ) -> Matcher:
+        """One function per bucket: read the anchor fields, run the unanchored rules inline, look the
+        anchors up, then run the selected groups, handing them every field view already computed."""
         em = Emitter()
-        em.consts["_always"] = always
-        em.consts["_groups"] = tuple(group_fns)
         lines: list[str] = []
-        fields = list(dict.fromkeys([ref for ref, _ in hashed] + list(literal)))
-        for ref in fields:
-            v = em.var(ref, "joined" if _is_list(ref) else "lower")
-            body: list[str] = []
-            for mode in ("base", "eq"):
-                table = hashed.get((ref, mode))
-                if table:
-                    t = em.const("dict", {k: tuple(g) for k, g in table.items()})
-                    key = f"{v}.rsplit('/', 1)[-1]" if mode == "base" else v
-                    body += [f"        h = {t}.get({key})", "        if h:", "            g.update(h)"]
-            lits = literal.get(ref)
-            if lits:
-                auto = ahocorasick.Automaton()
-                for lit, gids in lits.items():
-                    auto.add_word(lit, tuple(gids))
-                auto.make_automaton()
-                a = em.const("auto", auto)
-                body += [f"        for _, h in {a}.iter({v}):", "            g.update(h)"]
-            lines += [f"    if {v}:", *body]
+        for (ref, mode), table in hashed.items():
+            v = em.var(ref, "lower")
+            t = em.const("dict", {k: tuple(g) for k, g in table.items()})
+            key = f"{v}.rsplit('/', 1)[-1]" if mode == "base" else v
+            lines += [f"    if {v}:", f"        h = {t}.get({key})"]
+            lines += ["        if h:", "            g.update(h)"]
+        if literal:
+            lines += IndexedMatcher._scan(em, literal)
+        inline = rule_lines(always, em)
+        # Every view the prologue computed is handed to the groups: the groups' own prologues shrink to
+        # the fields no anchor reads.
+        shared = {key: i for i, key in enumerate(em.locals)}
+        em.consts["_groups"] = tuple(
+            build_group(members, f"group{gid}", shared) for gid, members in enumerate(groups)
+        )
+        views = "".join(f"{name}, " for name in em.locals.values())
         src = "\n".join(
             [
                 "def dispatch(f):",
                 *em.prologue,
-                "    out = _always(f)",
+                "    out = []",
+                *inline,
                 "    g = set()",
                 *lines,
                 "    if g:",
+                f"        V = ({views})",
                 "        for gid in g:",
-                "            out.extend(_groups[gid](f))",
+                "            _groups[gid](f, V, out)",
+                "    if len(out) > 1:",
                 "        out.sort()",
                 "    return out",
                 "",
@@ -333,6 +227,64 @@ class IndexedMatcher:
         exec(compile(src, "<assay-rules:dispatch>", "exec"), namespace)  # our own generated code
         fn: Matcher = namespace["dispatch"]
         return fn
+
+    @staticmethod
+    def _scan(em: Emitter, literal: dict[FieldRef, dict[str, list[int]]]) -> list[str]:
+        """One Aho-Corasick pass over every literal-anchored field at once.
+
+        The fields' views are joined with NUL into one text and searched by one automaton (a call costs
+        more than a few dozen characters do). Each literal knows, per field, the groups it anchors; a hit
+        counts for a field only if it lies inside that field's segment, so joining changes nothing. The
+        full-text view is usually the command line itself (no ``message``): it is then not searched twice,
+        its segment is the command line's."""
+        refs = list(literal)
+        views = [em.var(ref, "joined" if _is_list(ref) else "lower") for ref in refs]
+        words: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
+        for slot, ref in enumerate(refs):
+            for lit, gids in literal[ref].items():
+                words.setdefault(lit, []).append((slot, tuple(gids)))
+        patterns = list(words)
+        auto = em.const("auto", ahocorasick_rs.AhoCorasick(patterns))
+        payload = em.const("payload", tuple(tuple(words[w]) for w in patterns))
+        cmd = FieldRef("process.command_line")
+        alias: dict[int, int] = {}  # slot of the full-text view → slot of the command line it may repeat
+        if FieldRef(FULLTEXT) in refs and cmd in refs:
+            alias[refs.index(FieldRef(FULLTEXT))] = refs.index(cmd)
+        out: list[str] = []
+        parts: list[str] = []
+        for slot, v in enumerate(views):
+            if slot in alias:
+                same = f"{em.var(FieldRef(FULLTEXT), 'raw')} is {em.var(cmd, 'raw')}"
+                out.append(f"    t{slot} = '' if {same} else ({v} or '')")
+            else:
+                out.append(f"    t{slot} = {v} or ''")
+            parts.append(f"t{slot}")
+        out.append(f"    hits = {auto}.find_matches_as_indexes('\\x00'.join(({', '.join(parts)},)), True)")
+        # Segment bounds, only computed when something was found (rarely: most text holds no literal).
+        bounds: list[str] = []
+        pos = "0"
+        for slot in range(len(views)):
+            bounds.append(f"        s{slot} = {pos}")
+            bounds.append(f"        e{slot} = s{slot} + len(t{slot})")
+            pos = f"e{slot} + 1"
+        for slot, target in alias.items():
+            same = f"{em.var(FieldRef(FULLTEXT), 'raw')} is {em.var(cmd, 'raw')}"
+            bounds.append(f"        if {same}:")
+            bounds.append(f"            s{slot} = s{target}")
+            bounds.append(f"            e{slot} = e{target}")
+        starts = ", ".join(f"s{i}" for i in range(len(views)))
+        ends = ", ".join(f"e{i}" for i in range(len(views)))
+        out += [
+            "    if hits:",
+            *bounds,
+            f"        S = ({starts},)",
+            f"        E = ({ends},)",
+            "        for p, a, b in hits:",
+            f"            for slot, gids in {payload}[p]:",
+            "                if a >= S[slot] and b <= E[slot]:",
+            "                    g.update(gids)",
+        ]
+        return out
 
     def __call__(self, fields: dict[str, Any]) -> list[int]:
         return self._fn(fields)
