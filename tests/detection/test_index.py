@@ -17,7 +17,7 @@ from assay.detection._index import regex_literals
         ("-(W|R)\\s?[0-9]", {"-w", "-r"}),
         ("abc|defg", {"abc", "defg"}),
         ("^-[bBdE]*c", {"-"}),
-        ("x(?:Foo)+y", {"foo"}),
+        ("x(?:Foo)+y", {"xfoo"}),  # the run goes on into the repeated part
         ("a?b*", None),
         ("[abc]+", {"a", "b", "c"}),
         ("a*[abc]?", None),

@@ -168,13 +168,30 @@ def _texts(raw: Any) -> list[str]:
     return [t] if t is not None else []
 
 
+class SharedViews:
+    """The views a dispatch function computed (key → its local name), numbered in ``V`` as groups ask
+    for them: ``V`` holds only what some group reads (building a tuple costs per element)."""
+
+    def __init__(self, available: dict[tuple[FieldRef, str], str]) -> None:
+        self.available = available
+        self.used: dict[tuple[FieldRef, str], int] = {}
+
+    def index(self, key: tuple[FieldRef, str]) -> int | None:
+        if key not in self.available:
+            return None
+        return self.used.setdefault(key, len(self.used))
+
+    def tuple_source(self) -> str:
+        return "(" + "".join(f"{self.available[k]}, " for k in self.used) + ")"
+
+
 class Emitter:
     """Accumulates constants and per-field locals while rendering expressions."""
 
-    def __init__(self, shared: dict[tuple[FieldRef, str], int] | None = None) -> None:
-        """``shared``: views a caller already computed and passes in the tuple ``V`` (by position), so a
-        group function run after the prefilter does not read and lower-case the same fields again."""
-        self.shared = shared or {}
+    def __init__(self, shared: SharedViews | None = None) -> None:
+        """``shared``: views a caller already computed and passes in the tuple ``V``, so a group function
+        run after the prefilter does not read and lower-case the same fields again."""
+        self.shared = shared
         self.consts: dict[str, Any] = {
             "_text": text,
             "_fulltext": fulltext,
@@ -218,8 +235,9 @@ class Emitter:
         self.locals[key] = name
         # Inline expressions rather than helper calls where the common case is a plain string or an
         # absent field: this prologue runs for every event.
-        if key in self.shared:
-            src = f"V[{self.shared[key]}]"
+        at = self.shared.index(key) if self.shared is not None else None
+        if at is not None:
+            src = f"V[{at}]"
         elif view == "raw":
             if field.name == FULLTEXT:
                 # _fulltext inlined: the message when it is text, else the command line when it is text
@@ -242,7 +260,10 @@ class Emitter:
         elif view == "list":
             src = f"_texts({self.var(field, 'raw')})"
         elif view == "joined":  # list elements, lower-cased, NUL-joined: one text to search literals in
-            src = f"'\\x00'.join({self.var(field, 'llist')})"
+            # Lower-casing the joined text equals joining the lower-cased elements: NUL is neither cased
+            # nor case-ignorable, so it ends the context the one context-sensitive rule (final sigma)
+            # looks at, exactly as the end of an element does.
+            src = f"{self.var(field, 'tjoined')}.lower()"
         elif view == "tjoined":  # the same, not lower-cased
             src = f"'\\x00'.join({self.var(field, 'list')})"
         else:  # llist
@@ -432,9 +453,7 @@ def build_matcher(rules: Sequence[tuple[int, Node]], name: str = "bucket") -> Ma
 GroupFn = Callable[[dict[str, Any], tuple[Any, ...], list[int]], None]
 
 
-def build_group(
-    rules: Sequence[tuple[int, Node]], name: str, shared: dict[tuple[FieldRef, str], int]
-) -> GroupFn:
+def build_group(rules: Sequence[tuple[int, Node]], name: str, shared: SharedViews) -> GroupFn:
     """Like :func:`build_matcher`, for a group the prefilter selected: ``fn(f, V, out)`` appends the indices
     of the matching rules to ``out`` and takes the field views in ``shared`` from ``V`` instead of
     computing them again."""

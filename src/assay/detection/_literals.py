@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _MAX_ALTS = 64
+_MAX_REPEAT = 2  # repeats up to this many times are expanded ('x?', 'x{1,2}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,21 @@ def _finite(items: list[Any]) -> set[str] | None:
                 if sub is None:
                     return None
                 alts |= sub
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[1] <= _MAX_REPEAT:
+            body = _finite(list(arg[2]))  # a small repeat of a finite body: 'api[_-]?key'
+            if body is None:
+                return None
+            alts = set()
+            power = {""}
+            for count in range(arg[1] + 1):
+                if count >= arg[0]:
+                    alts |= power
+                power = {a + b for a in power for b in body}
+                if len(power) > _MAX_ALTS:
+                    return None
         else:
             return None
-        if alts is None:
+        if alts is None or len(alts) > _MAX_ALTS:
             return None
         out = {a + b for a in out for b in alts}
         if len(out) > _MAX_ALTS:
@@ -156,6 +169,13 @@ def _required(items: list[Any]) -> frozenset[str] | None:
                 grown = fin
             run = grown
             continue
+        # Not finite, but every match of it may still start with one of a few literals ('gcc-\d+'
+        # starts with 'gcc-'): the run goes on into them, then ends ('/' + 'gcc-' → '/gcc-').
+        starts = _prefixes(item)
+        if starts is not None and any(starts):
+            grown = {a + b for a in run for b in starts}
+            if len(grown) <= _MAX_ALTS:
+                run = grown
         close()
         name = str(op)
         if name == "SUBPATTERN":
@@ -168,6 +188,47 @@ def _required(items: list[Any]) -> frozenset[str] | None:
             best = _better(best, _required(list(arg[2])))
     close()
     return best
+
+
+def _prefixes(item: Any) -> set[str] | None:
+    """Strings one of which every match of one regex element starts with ('' when nothing is known)."""
+    op, arg = item
+    name = str(op)
+    fin = _finite([item])
+    if fin is not None:
+        return fin
+    if name == "SUBPATTERN" and not arg[1] & re.IGNORECASE:
+        return _seq_prefixes(list(arg[-1]))
+    if name == "BRANCH":
+        out: set[str] = set()
+        for branch in arg[1]:
+            sub = _seq_prefixes(list(branch))
+            if sub is None:
+                return None
+            out |= sub
+        return out if len(out) <= _MAX_ALTS else None
+    if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[0] >= 1:
+        return _seq_prefixes(list(arg[2]))
+    return {""}
+
+
+def _seq_prefixes(items: list[Any]) -> set[str] | None:
+    """Strings one of which every match of a sequence starts with: its leading finite elements, then the
+    prefixes of the first element that is not finite."""
+    out = {""}
+    for item in items:
+        fin = _finite([item])
+        if fin is None:
+            starts = _prefixes(item)
+            if starts is None:
+                return None
+            grown = {a + b for a in out for b in starts}
+            return grown if len(grown) <= _MAX_ALTS else out
+        grown = {a + b for a in out for b in fin}
+        if len(grown) > _MAX_ALTS:
+            return out
+        out = grown
+    return out
 
 
 def regex_basenames(pattern: str, flags: int = 0) -> frozenset[str] | None:
