@@ -68,6 +68,17 @@ class Fired:
     group: dict[str, Any]
 
 
+class _Single:
+    """A key seen once by a lazy correlation (see ``Correlation._lazy``)."""
+
+    __slots__ = ("hit", "last", "ref")
+
+    def __init__(self, last: float, ref: str, hit: Hit) -> None:
+        self.last = last
+        self.ref = ref
+        self.hit = hit
+
+
 class _Group:
     """State of one group-by key. Plain slots, containers made on first use: groups are created per key
     (per process, per address), often for a single event, so creation must be cheap."""
@@ -172,6 +183,15 @@ class Correlation:
             if self.type is SigmaCorrelationType.TEMPORAL_ORDERED
             else set[str]()
         )
+        # Lower-bounded counts need two items or more to fire: their first sighting of a key is kept as
+        # the hit alone, and a group is made on the second. Busy building blocks (every outbound
+        # connection, per process) mostly see a key once.
+        self._lazy = (
+            self.lower_bounded
+            and self.type in (SigmaCorrelationType.EVENT_COUNT, SigmaCorrelationType.VALUE_COUNT)
+            and self._min_count >= 2
+        )
+        self._singles: OrderedDict[Key, _Single] = OrderedDict()
         self._step = {
             SigmaCorrelationType.EVENT_COUNT: self._count,
             SigmaCorrelationType.VALUE_COUNT: self._values,
@@ -196,9 +216,9 @@ class Correlation:
         This runs for every match of a building block (every outbound connection, every rename), so the
         common case, a new group or a group below its threshold, is kept to a few dict operations."""
         names = self._names.get(ref)
-        if names is None:
-            return _NOTHING
-        key = tuple(map(hit.get, names))
+        if names is None or (not self.groups and ref in self._late_refs):
+            return _NOTHING  # not ours, or a later step of a sequence no key has started
+        key = (hit.get(names[0]),) if len(names) == 1 else tuple(map(hit.get, names))
         if None in key:
             return _NOTHING  # an event without a group-by field joins no group (as SQL GROUP BY on NULL)
         ts = hit.timestamp
@@ -206,7 +226,9 @@ class Correlation:
         out = _NOTHING
         if self.lower_bounded:
             if groups:
-                self._expire(ts)
+                self._expire(groups, ts)
+            if self._singles:
+                self._expire(self._singles, ts)
         else:
             g = groups.get(key)
             if g is not None and ts - g.start > self.timespan:
@@ -218,10 +240,18 @@ class Correlation:
         if g is None:
             if ref in self._late_refs:
                 return out  # a later step with no chain started: nothing to remember (keeps memory bounded)
-            g = groups[key] = self._new_group(ts)
-            if len(groups) > self.max_groups:
-                groups.popitem(last=False)
-                self.evicted += 1
+            if self._lazy:
+                first = self._singles.pop(key, None)
+                if first is None:
+                    # A first sighting cannot reach a threshold of two or more: remember just the hit.
+                    self._singles[key] = _Single(ts, ref, hit)
+                    self._cap()
+                    return out
+                g = groups[key] = self._new_group(first.last)
+                self._step(key, g, first.hit, first.ref)  # cannot fire: one item, threshold two or more
+            else:
+                g = groups[key] = self._new_group(ts)
+                self._cap()
         else:
             groups.move_to_end(key)
         g.last = ts
@@ -230,11 +260,17 @@ class Correlation:
             return [*out, fired_]
         return out
 
-    def _expire(self, now: float, budget: int = 4) -> None:
+    def _cap(self) -> None:
+        """Keep at most ``max_groups`` keys, evicting the least recently seen (first sightings first:
+        they hold the least)."""
+        if len(self.groups) + len(self._singles) > self.max_groups:
+            (self._singles or self.groups).popitem(last=False)
+            self.evicted += 1
+
+    def _expire(self, groups: OrderedDict[Key, Any], now: float, budget: int = 4) -> None:
         """Drop a few groups whose window has passed, oldest first (the LRU order is the order of their
         last events). Amortised over hits, this keeps the state to what the timespan can still use, so
         the cap on groups is a safety net rather than the normal way groups leave."""
-        groups = self.groups
         for _ in range(budget):
             key = next(iter(groups))
             if now - groups[key].last <= self.timespan:
@@ -343,6 +379,9 @@ class Correlation:
 
     def flush(self, now: float) -> list[Fired]:
         out: list[Fired] = []
+        for key, single in list(self._singles.items()):
+            if now - single.last > self.timespan:
+                del self._singles[key]
         for key, g in list(self.groups.items()):
             # A sliding (lower-bounded) window lives as long as its newest event can still count.
             if now - (g.start if not self.lower_bounded else g.last) > self.timespan:
@@ -365,4 +404,4 @@ class Correlation:
             + len(g.recent or ())
             + 1
             for g in self.groups.values()
-        )
+        ) + sum(2 + len(single.hit.events) for single in self._singles.values())
