@@ -39,7 +39,7 @@ from assay.detection._ir import (
     StrTest,
     TimePartTest,
 )
-from assay.detection._literals import glob_literals, required_literals
+from assay.detection._literals import glob_literals, min_width, required_literals
 
 # Fields that hold lists: a test on them is true when any element passes (ECS semantics).
 LIST_FIELDS = frozenset({"process.args", "process.parent.args", "process.ancestry", "tags"})
@@ -386,6 +386,9 @@ def _str_expr(v: str, test: StrTest, em: Emitter) -> str:
     return f"{guard + ' and ' if guard else ''}{rx}.fullmatch({v}) is not None"
 
 
+# A regex whose matches are at least this long gets a length test first.
+_MIN_WIDTH_GUARD = 16
+
 # A guard tests a few literals with ``in`` (tens of ns each) before a regex (hundreds): past this many
 # literals the guard costs more than it saves.
 _MAX_GUARD = 6
@@ -410,6 +413,15 @@ def _regex_guard(field: FieldRef, test: RegexTest, em: Emitter) -> str:
     A case-sensitive regex needs its literals as written, in the text it searches. A case-insensitive one
     needs them lower-cased in the lower-cased text, but only when that text is ASCII (see ``_literals``),
     so non-ASCII text always goes to the regex."""
+    is_list = _is_list(field)
+    width = min_width(test.pattern, test.flags)
+    if width >= _MIN_WIDTH_GUARD and not is_list:
+        # no match is shorter than this ('[^/]{100,}$'): a length test rules most texts out at once
+        return f"len({em.var(field, 'text')}) >= {width} and {_literal_guard(field, test, em)}"
+    return _literal_guard(field, test, em)
+
+
+def _literal_guard(field: FieldRef, test: RegexTest, em: Emitter) -> str:
     req = required_literals(test.pattern, test.flags)
     if req is None:
         return ""

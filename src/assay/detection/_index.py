@@ -421,5 +421,10 @@ class IndexedMatcher:
             ]
         return body
 
+    @property
+    def function(self) -> Matcher:
+        """The generated dispatch function: rule indices of ``fields``, like calling the matcher."""
+        return self._fn
+
     def __call__(self, fields: dict[str, Any]) -> list[int]:
         return self._fn(fields)

@@ -70,6 +70,15 @@ def required_literals(pattern: str, flags: int = 0) -> Required | None:
     return Required(found, icase)
 
 
+def min_width(pattern: str, flags: int = 0) -> int:
+    """The length of the shortest text the pattern can match (0 when unknown)."""
+    tree = _parse(pattern, flags)
+    if tree is None:
+        return 0
+    low = tree.getwidth()[0]
+    return int(low) if low < sre_parse.MAXREPEAT else 0
+
+
 def regex_literals(pattern: str, flags: int = 0) -> frozenset[str] | None:
     """Lower-cased literals one of which the *lower-cased* text of every match contains, whatever the text.
 
