@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from assay.c2 import BeaconCore, MemoryLedger, clean_paw, digest
-from assay.content import Ability, Adversary, Executor, Library
+from assay.content import Ability, Adversary, Executor, Library, Safety
 from assay.emulation import Agent, LinkStatus, OperationService, OperationState, Result
 from assay.errors import C2Error, EmulationError
 
@@ -16,7 +16,8 @@ def _library() -> Library:
     lib = Library()
     for aid, cleanup in (("a", ("undo a",)), ("b", ())):
         lib.abilities[aid] = Ability(aid, aid, "discovery", "T1082", "System Information Discovery",
-                                     (Executor("sh", "linux", f"echo {aid}", cleanup),))  # fmt: skip
+                                     (Executor("sh", "linux", f"echo {aid}", cleanup),),
+                                     safety=Safety.SAFE)  # fmt: skip
     lib.adversaries["adv"] = Adversary("adv", "adv", ("a", "b"))
     return lib
 

@@ -55,7 +55,7 @@ class MemoryLedger:
         row = self.agent_rows.get(paw)
         return row[1] if row else None
 
-    def save_operation(self, op: Operation, links: Iterable[Link] = ()) -> None:
+    def save_operation(self, op: Operation, links: Iterable[Link] = (), **_facts: object) -> None:
         self.operation_rows[op.id] = op.state
         self.save_links(links)
 
@@ -63,8 +63,21 @@ class MemoryLedger:
         for link in links:
             self.link_rows[link.id] = link
 
-    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
+    def save_result(
+        self,
+        result: Result,
+        paw: str,
+        received_at: float,
+        *,
+        accepted: bool,
+        operation: Operation | None = None,
+        links: Iterable[Link] = (),
+        **_facts: object,
+    ) -> None:
         self.result_rows.append((result, paw, received_at, accepted))
+        if operation is not None:
+            self.operation_rows[operation.id] = operation.state
+        self.save_links(links)
 
 
 @dataclass(frozen=True, slots=True)
