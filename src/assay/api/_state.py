@@ -70,4 +70,9 @@ def open_state(config: ServerConfig) -> ServerState:
     enrol_digest, secret = settle_credential(store, ENROL_TOKEN, config.enrol_token)
     if secret:
         generated[ENROL_TOKEN] = secret
-    return ServerState(store, content, core, waiters, api_digest, enrol_digest, generated)
+    state = ServerState(store, content, core, waiters, api_digest, enrol_digest, generated)
+    # Content created through the API, and operations that were live when the server stopped or died.
+    from assay.api._operations import resume
+
+    resume(state)
+    return state
