@@ -330,7 +330,9 @@ def test_a_link_nobody_collects_expires_and_a_restart_gives_in_flight_links_fres
     h = Harness(op)
     (link_id,) = h.advance()
     link = op.link(link_id)
-    assert link is not None and op.next_deadline(h.now) == h.now + 60
+    assert link is not None and op.next_deadline(h.now) == h.now  # its agent must be told first
+    assert op.announce(h.now) == {"p1"} and op.announce(h.now) == set()  # (the service tells it)
+    assert op.next_deadline(h.now) == h.now + 60
     op.resumed_at = h.now + 50  # the server came back 50 s later: the agent gets the full time again
     assert op.next_deadline(h.now) == h.now + 50 + 60
     changed, _ = op.on_time(h.now + 110)

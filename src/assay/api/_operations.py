@@ -7,7 +7,8 @@ import base64
 import binascii
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +19,7 @@ from assay.api._knowledge import knowledge_router
 from assay.api._views import link_view, operation_view
 from assay.content import Safety
 from assay.emulation import (
+    Link,
     LinkStatus,
     Operation,
     OperationSettings,
@@ -29,6 +31,8 @@ from assay.emulation import (
 
 if TYPE_CHECKING:
     from assay.api._state import ServerState
+
+T = TypeVar("T")
 
 
 class AdversaryRef(BaseModel):
@@ -160,19 +164,30 @@ def operations_router(st: ServerState) -> APIRouter:
     service = st.core.operations
     library = st.content.library
 
-    def load(operation_id: str) -> Operation:
-        live = service.get(operation_id)
-        if live is not None:
-            return live
+    def read(operation_id: str, shape: Callable[[Operation], T]) -> T:
+        """``shape`` of the operation: a live one under the service's lock (it changes as results arrive), a
+        finished one loaded from storage without holding the lock (agents' results never wait on a report)."""
+        with service.lock:
+            live = service.get(operation_id)
+            if live is not None:
+                return shape(live)
         op = st.store.load_operation(operation_id, library.adversaries)
         if op is None:
             raise HTTPException(404, detail=f"no operation {operation_id!r}")
         op.abilities = library.abilities
-        return op
+        return shape(op)
 
     def view(operation_id: str, *, chain: bool = True) -> dict[str, Any]:
-        with service.lock:
-            return operation_view(load(operation_id), chain=chain)
+        return read(operation_id, lambda op: operation_view(op, chain=chain))
+
+    def one_link(operation_id: str, link_id: str, shape: Callable[[Link], T]) -> T:
+        def pick(op: Operation) -> T:
+            found = op.link(link_id)
+            if found is None:
+                raise HTTPException(404, detail=f"no link {link_id!r} in operation {operation_id}")
+            return shape(found)
+
+        return read(operation_id, pick)
 
     def live(operation_id: str) -> Operation:
         op = service.get(operation_id)
@@ -239,16 +254,11 @@ def operations_router(st: ServerState) -> APIRouter:
 
     @router.get("/operations/{operation_id}/links")
     def links(operation_id: str) -> list[dict[str, Any]]:
-        with service.lock:
-            return [link_view(lk) for lk in load(operation_id).links]
+        return read(operation_id, lambda op: [link_view(lk) for lk in op.links])
 
     @router.get("/operations/{operation_id}/links/{link_id}")
     def link(operation_id: str, link_id: str) -> dict[str, Any]:
-        with service.lock:
-            found = load(operation_id).link(link_id)
-            if found is None:
-                raise HTTPException(404, detail=f"no link {link_id!r} in operation {operation_id}")
-            return link_view(found)
+        return one_link(operation_id, link_id, link_view)
 
     @router.patch("/operations/{operation_id}/links/{link_id}")
     def update_link(operation_id: str, link_id: str, body: LinkPatch) -> dict[str, Any]:
@@ -259,14 +269,13 @@ def operations_router(st: ServerState) -> APIRouter:
 
     @router.get("/operations/{operation_id}/links/{link_id}/result")
     def link_result(operation_id: str, link_id: str) -> dict[str, Any]:
-        with service.lock:
-            found = load(operation_id).link(link_id)
-            if found is None:
-                raise HTTPException(404, detail=f"no link {link_id!r} in operation {operation_id}")
+        def shape(found: Link) -> dict[str, Any]:
             data = {"stdout": found.stdout, "stderr": found.stderr,
                     "exit_code": "" if found.exit_code is None else str(found.exit_code)}  # fmt: skip
             result = base64.b64encode(json.dumps(data).encode()).decode() if found.finished else ""
             return {"link": link_view(found), "result": result}
+
+        return one_link(operation_id, link_id, shape)
 
     @router.get("/operations/{operation_id}/potential-links")
     def potential_links(operation_id: str) -> list[dict[str, Any]]:
@@ -293,8 +302,7 @@ def operations_router(st: ServerState) -> APIRouter:
         output = bool(body and body.enable_agent_output)
 
         def build() -> dict[str, Any]:
-            with service.lock:
-                return operation_report(load(operation_id), agent_output=output)
+            return read(operation_id, lambda op: operation_report(op, agent_output=output))
 
         return await run_in_threadpool(build)
 
@@ -303,8 +311,7 @@ def operations_router(st: ServerState) -> APIRouter:
         output = bool(body and body.enable_agent_output)
 
         def build() -> list[dict[str, Any]]:
-            with service.lock:
-                return event_logs(load(operation_id), agent_output=output)
+            return read(operation_id, lambda op: event_logs(op, agent_output=output))
 
         return await run_in_threadpool(build)
 

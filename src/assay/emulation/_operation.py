@@ -83,6 +83,8 @@ class Operation:
     # Not persisted: after a server restart, links in flight get a fresh grace from the restart time, so
     # the time the server was down never counts against an agent.
     resumed_at: float = 0.0
+    # Not persisted: links whose agent was told they are ready (a restart tells again, which is harmless).
+    announced: set[str] = field(default_factory=set, repr=False)
 
     # -- queries -------------------------------------------------------------------------------------------
     def link(self, link_id: str) -> Link | None:
@@ -140,6 +142,16 @@ class Operation:
                 return []
             return ready[:1]
         return ready
+
+    def announce(self, now: float) -> set[str]:
+        """Agents with links ready now that they were not told about; they count as told from now on."""
+        paws: set[str] = set()
+        for paw in {lk.paw for lk in self.links if lk.in_flight and lk.delegated_at is None}:
+            for lk in self.undelivered(paw, now):
+                if lk.id not in self.announced:
+                    self.announced.add(lk.id)
+                    paws.add(paw)
+        return paws
 
     @property
     def done(self) -> bool:
@@ -368,8 +380,8 @@ class Operation:
                 times.append(self._result_deadline(lk))
             elif deliverable:
                 ready = lk.available_at if lk.available_at is not None else lk.planned_at
-                if ready > now:
-                    times.append(ready)
+                if lk.id not in self.announced:
+                    times.append(ready)  # even if past: its agent has not been told yet
                 times.append(max(ready, self.resumed_at) + self.collect_timeout)
         if self.cleanup_deadline is not None and self.state is OperationState.CLEANUP:
             times.append(self.cleanup_deadline)
@@ -406,8 +418,9 @@ class Operation:
                     )
                     lk.skip_reason_id = SkipReason.UNTRUSTED
                     changed.append(lk)
-                elif ready_at <= now:
+                elif ready_at <= now and lk.id not in self.announced:
                     ready.add(lk.paw)
+                    self.announced.add(lk.id)
         if (
             self.state is OperationState.CLEANUP
             and self.cleanup_deadline is not None

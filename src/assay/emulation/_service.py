@@ -14,6 +14,7 @@ have brought it forward, then applies it.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +29,7 @@ from assay.emulation._model import Agent, Fact, Link, OperationState, OriginType
 from assay.emulation._obfuscators import obfuscator
 from assay.emulation._operation import Operation
 from assay.emulation._planning import planner
-from assay.errors import EmulationError, Source
+from assay.errors import AssayError, EmulationError, Source, StorageError
 
 
 class OperationLedger(Protocol):
@@ -134,7 +135,10 @@ class _Deadlines(threading.Thread):
                 else:
                     woken = False
             if not woken:
-                self.service.tick()
+                try:
+                    self.service.tick()
+                except AssayError as exc:  # storage down: say so, and try again at the next deadline
+                    print(f"assay: operation deadlines: {exc}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -157,6 +161,9 @@ class OperationService:
         self.operations: dict[str, Operation] = {}
         self._op_by_link: dict[str, str] = {}
         self._deadlines: _Deadlines | None = None
+        # Operations whose last write failed: the next write sends all of their links and facts again, so a
+        # storage error never leaves the database behind what the service holds.
+        self._unsaved: set[str] = set()
 
     # -- queries -------------------------------------------------------------------------------------------
     @property
@@ -199,7 +206,12 @@ class OperationService:
                     op.mark_delivered(link, now)
                     out.append(link)
             if out:
-                self.ledger.save_links(out)
+                try:
+                    self.ledger.save_links(out)
+                except StorageError:
+                    for link in out:  # not recorded, so not handed out: the next beacon tries again
+                        link.delegated_at = None
+                    raise
                 self._poke()  # the result deadlines of these links start now
             return out
 
@@ -216,18 +228,31 @@ class OperationService:
                 )
             change = op.on_result(result, now)
             if change is None:
-                self.ledger.save_result(result, paw, now, accepted=False)
+                resync = op.id in self._unsaved
+                self._write(
+                    op,
+                    lambda links, facts, rels: self.ledger.save_result(
+                        result, paw, now, accepted=False, operation=op if resync else None,
+                        links=links, facts=facts, relationships=rels,
+                    ),
+                )  # fmt: skip
                 return False
             touched = op.advance(now, self.new_id)
-            self.ledger.save_result(
-                result,
-                paw,
-                now,
-                accepted=True,
-                operation=op,
-                links=[change.link, *touched],
-                facts=change.facts,
-                relationships=change.relationships,
+            self._write(
+                op,
+                lambda links, facts, rels: self.ledger.save_result(
+                    result,
+                    paw,
+                    now,
+                    accepted=True,
+                    operation=op,
+                    links=links,
+                    facts=facts,
+                    relationships=rels,
+                ),
+                [change.link, *touched],
+                change.facts,
+                change.relationships,
             )
             self._after(op, touched)
             return True
@@ -304,7 +329,7 @@ class OperationService:
                     op.add_agent(agent)
             self.operations[op.id] = op
             touched = op.advance(now, self.new_id)
-            self.ledger.save_operation(op, touched, facts=op.facts, relationships=op.relationships)
+            self._save(op, touched, op.facts, op.relationships)
             self._after(op, touched)
             return op
 
@@ -375,7 +400,7 @@ class OperationService:
             op = self._live(operation_id)
             changed, new_rels = op.add_facts(facts, relationships)
             touched = op.advance(self.clock(), self.new_id)
-            self.ledger.save_operation(op, touched, facts=changed, relationships=new_rels)
+            self._save(op, touched, changed, new_rels)
             self._after(op, touched)
             return changed, new_rels
 
@@ -389,7 +414,7 @@ class OperationService:
             removed = [f for key in remove if (f := op.knowledge.facts.pop(key, None)) is not None]
             changed, _ = op.add_facts(add)
             touched = op.advance(self.clock(), self.new_id)
-            self.ledger.save_operation(op, touched, facts=changed)
+            self._save(op, touched, changed)
             self._after(op, touched)
             return removed
 
@@ -421,16 +446,22 @@ class OperationService:
         """Apply every deadline that has passed (called by the deadline thread, or by tests)."""
         now = self.clock()
         with self._lock:
+            failed: list[str] = []
             for op in list(self.operations.values()):
                 deadline = op.next_deadline(now)
                 if deadline is None or deadline > now:
                     continue
                 changed, ready = op.on_time(now)
                 touched = op.advance(now, self.new_id)
-                self.ledger.save_operation(op, [*changed, *touched])
+                try:
+                    self._save(op, [*changed, *touched])
+                except StorageError as exc:  # the other operations' deadlines still apply
+                    failed.append(f"operation {op.id}: {exc}")
                 for paw in ready:
                     self.on_ready(paw)
                 self._after(op, touched)
+            if failed:
+                raise StorageError("; ".join(failed))
 
     def close(self) -> None:
         if self._deadlines is not None:
@@ -450,16 +481,46 @@ class OperationService:
     def _advance(self, op: Operation, changed: Sequence[Link] = ()) -> None:
         """Plan, persist, and wake the agents that now have work. Called with the lock held."""
         touched = op.advance(self.clock(), self.new_id)
-        self.ledger.save_operation(op, [*changed, *touched])
+        self._save(op, [*changed, *touched])
         self._after(op, [*changed, *touched])
+
+    def _save(
+        self,
+        op: Operation,
+        links: Sequence[Link],
+        facts: Sequence[Fact] = (),
+        rels: Sequence[Relationship] = (),
+    ) -> None:
+        self._write(
+            op,
+            lambda ls, fs, rs: self.ledger.save_operation(op, ls, facts=fs, relationships=rs),
+            links,
+            facts,
+            rels,
+        )
+
+    def _write(
+        self,
+        op: Operation,
+        write: Callable[[Sequence[Link], Sequence[Fact], Sequence[Relationship]], None],
+        links: Sequence[Link] = (),
+        facts: Sequence[Fact] = (),
+        rels: Sequence[Relationship] = (),
+    ) -> None:
+        if op.id in self._unsaved:
+            links, facts, rels = op.links, op.facts, op.relationships
+        try:
+            write(links, facts, rels)
+        except StorageError:
+            self._unsaved.add(op.id)
+            raise
+        self._unsaved.discard(op.id)
 
     def _after(self, op: Operation, touched: Sequence[Link]) -> None:
         for link in touched:
             self._op_by_link[link.id] = op.id
-        now = self.clock()
-        for paw in dict.fromkeys(lk.paw for lk in op.links if lk.in_flight and lk.delegated_at is None):
-            if op.undelivered(paw, now):
-                self.on_ready(paw)
+        for paw in sorted(op.announce(self.clock())):
+            self.on_ready(paw)
         if op.done:
             # A finished operation leaves memory; its record stays in the ledger.
             for link in op.links:
