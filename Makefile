@@ -12,7 +12,8 @@ STAMP    := $(VENV)/.assay-deps
 # library) the tools listed in ABILITY_TOOLS: each ability runs real programs so the sensor sees real processes.
 # Build time of the BPF object (`make bpf`): clang, llvm, libbpf-dev, bpftool.
 ABILITY_TOOLS := curl wget openssl gnupg zip unzip gzip xxd gcc libc6-dev openssh-client netcat-openbsd \
-                 tcpdump iptables iputils-ping net-tools kmod usbutils pciutils sudo passwd login findutils
+                 tcpdump iptables iputils-ping net-tools kmod usbutils pciutils sudo passwd login findutils \
+                 nodejs bind9-dnsutils alsa-utils e2fsprogs
 APT_RUN   := libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux tar python3 $(ABILITY_TOOLS)
 APT_BUILD := clang llvm libbpf-dev bpftool
 APT_PKGS  := $(APT_RUN) $(APT_BUILD)
