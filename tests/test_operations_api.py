@@ -245,3 +245,18 @@ def test_content_created_through_the_api_is_validated_and_kept_across_a_restart(
         assert [f["value"] for f in updated["updated"]] == ["v2"]
         assert srv.ok("GET", "/api/v2/facts?trait=global.note")["found"][0]["value"] == "v2"
         assert len(srv.ok("DELETE", "/api/v2/facts", {"trait": "global.note"})["removed"]) == 1
+        rel = {
+            "source": {"trait": "host.user", "value": "alice"},
+            "edge": "has_home",
+            "target": {"trait": "dir", "value": "/home/a"},
+        }
+        assert srv.ok("POST", "/api/v2/relationships", rel)["added"][0]["edge"] == "has_home"
+        found = srv.ok("GET", "/api/v2/relationships?edge=has_home")["found"]
+        assert [r["target"]["value"] for r in found] == ["/home/a"]
+        patch = {"criteria": {"edge": "has_home"}, "updates": {"target": {"trait": "dir", "value": "/srv/a"}}}
+        assert srv.ok("PATCH", "/api/v2/relationships", patch)["updated"][0]["target"]["value"] == "/srv/a"
+        assert [
+            r["target"]["value"] for r in srv.ok("GET", "/api/v2/relationships?edge=has_home")["found"]
+        ] == ["/srv/a"]
+        assert len(srv.ok("DELETE", "/api/v2/relationships", {"edge": "has_home"})["removed"]) == 1
+        assert srv.ok("GET", "/api/v2/relationships?edge=has_home")["found"] == []

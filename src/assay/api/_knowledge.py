@@ -231,6 +231,31 @@ def knowledge_router(st: ServerState) -> APIRouter:
         st.store.save_facts(op_id, facts, [rel])
         return {"added": [relationship_display(op_id, rel)]}
 
+    @router.patch("/relationships")
+    def update_relationships(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        criteria, updates = body.get("criteria"), body.get("updates")
+        if not isinstance(criteria, dict) or not criteria or not isinstance(updates, dict):
+            raise HTTPException(400, detail="Need a 'criteria' to match on and 'updates' to apply.")
+        bad = set(updates) - {"edge", "score", "target"}
+        if bad:
+            raise HTTPException(400, detail=f"these fields cannot be updated: {', '.join(sorted(bad))}")
+        out: list[dict[str, Any]] = []
+        for op_id, old in all_relationships(criteria):
+            target = old.target
+            if "target" in updates:
+                target = None if updates["target"] is None else _end(updates["target"], "updates.target")
+            new = Relationship(old.source, updates.get("edge", old.edge), target,
+                               int(updates.get("score", old.score)), old.origin)  # fmt: skip
+            op = service.get(op_id) if op_id else None
+            if op is not None:
+                with service.lock:
+                    op.knowledge.relationships.pop(old.key, None)
+                    op.knowledge.relate(new)
+            st.store.delete_relationships([(op_id, old)])
+            st.store.save_facts(op_id, [], [new])
+            out.append(relationship_display(op_id, new))
+        return {"updated": out}
+
     @router.delete("/relationships")
     def delete_relationships(request: Request, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:  # noqa: B008
         criteria = _criteria(request, body)
