@@ -287,3 +287,20 @@ def test_content_check_on_the_atomic_corpus_succeeds(atomic_corpus: Path, flag: 
         assert json.loads(done.stdout)["errors"] == []
     else:
         assert "0 error(s)" in done.stdout
+
+
+def test_malformed_requirements_phases_and_parser_traits_are_content_errors(tmp_path: Path) -> None:
+    base = "- id: a\n  technique_id: T1082\n  executors: [{name: sh, platform: linux, command: x}]\n"
+    (tmp_path / "r.yml").write_text(base + "  requirements: [{module: m, relationship_match: 5}]\n")
+    (tmp_path / "p.yml").write_text(
+        base.replace("- id: a", "- id: b").replace(
+            "command: x}", "command: x, parsers: {m: [{source: {x: 1}}]}}"
+        )
+    )
+    (tmp_path / "adv.yml").write_text("id: adv\nname: adv\nphases: {1: 5}\n")
+    errors = sorted((e.source.field, e.message) for e in load_paths([tmp_path]).errors if e.source)
+    assert errors == [
+        ("linux.sh.parsers.m[0]", "a parser 'source' must be a trait name"),
+        ("phases.1", "a phase must be a list of ability ids"),
+        ("requirements[0].relationship_match", "must be a list of {source, edge, target} mappings"),
+    ]

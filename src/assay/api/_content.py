@@ -38,7 +38,10 @@ _KINDS = ("ability", "adversary", "source")
 
 def _node(data: Any, where: str) -> YMap:
     """JSON is YAML: parse it with the line-keeping loader so errors name a line and a field."""
-    node = load_yaml(json.dumps(data, indent=2), where)
+    try:
+        node = load_yaml(json.dumps(data, indent=2), where)
+    except RecursionError as exc:
+        raise ContentError("nested too deeply", None) from exc
     if not isinstance(node, YMap):
         raise ContentError("expected a JSON object", None)
     return node

@@ -32,6 +32,25 @@ _FACT_KEYS = {
 }
 
 
+def _int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise HTTPException(400, detail=f"'{field}' must be an integer")
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise HTTPException(400, detail=f"'{field}' must be an integer") from exc
+
+
+def _relationship_criteria(criteria: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(criteria) - {"source", "target", "edge", "origin"}
+    if unknown:
+        raise HTTPException(400, detail=f"unknown relationship criteria: {', '.join(sorted(unknown))}")
+    for end in ("source", "target"):
+        if end in criteria and not isinstance(criteria[end], dict):
+            raise HTTPException(400, detail=f"'{end}' must be {{trait, value}}")
+    return criteria
+
+
 def _criteria(request: Request, body: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = dict(request.query_params)
     if body:
@@ -160,7 +179,7 @@ def knowledge_router(st: ServerState) -> APIRouter:
                 new = Fact(
                     str(updates.get("trait", old.trait)),
                     str(updates.get("value", old.value)).strip(),
-                    int(updates.get("score", old.score)),
+                    _int(updates.get("score", old.score), "updates.score"),
                     old.origin_type,
                     old.source,
                     list(old.links),
@@ -193,6 +212,7 @@ def knowledge_router(st: ServerState) -> APIRouter:
 
     # -- relationships -------------------------------------------------------------------------------------
     def all_relationships(criteria: dict[str, Any]) -> list[tuple[str | None, Relationship]]:
+        _relationship_criteria(criteria)
         return [
             (o, r)
             for o, r in st.store.relationships(any_operation=True)
@@ -219,7 +239,7 @@ def knowledge_router(st: ServerState) -> APIRouter:
             raise HTTPException(400, detail="a relationship with a 'target' needs an 'edge'")
         origin = str(body.get("origin") or "")
         rel = Relationship(
-            source, None if edge is None else str(edge), target, int(body.get("score", 1)), origin
+            source, None if edge is None else str(edge), target, _int(body.get("score", 1), "score"), origin
         )
         now = time.time()
         ends = [source] if target is None else [source, target]
@@ -244,8 +264,9 @@ def knowledge_router(st: ServerState) -> APIRouter:
             target = old.target
             if "target" in updates:
                 target = None if updates["target"] is None else _end(updates["target"], "updates.target")
-            new = Relationship(old.source, updates.get("edge", old.edge), target,
-                               int(updates.get("score", old.score)), old.origin)  # fmt: skip
+            edge = updates.get("edge", old.edge)
+            score = _int(updates.get("score", old.score), "updates.score")
+            new = Relationship(old.source, None if edge is None else str(edge), target, score, old.origin)
             op = service.get(op_id) if op_id else None
             if op is not None:
                 with service.lock:

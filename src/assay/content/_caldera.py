@@ -166,6 +166,9 @@ def _parsers(where: _Where, parent: YMap, prefix: str) -> tuple[ParserConfig, ..
             field = f"{prefix}.parsers.{module}[{j}]"
             if not isinstance(cfg, YMap) or "source" not in cfg:
                 raise ContentError("a parser config needs 'source'", where.at(cfgs, j, field))
+            for end in ("source", "edge", "target"):
+                if isinstance(cfg.get(end), YMap | YList | bool):
+                    raise ContentError(f"a parser '{end}' must be a trait name", where.at(cfg, end, field))
             if cfg.get("target") is not None and cfg.get("edge") is None:
                 raise ContentError("a parser 'target' needs an 'edge'", where.at(cfg, "target", field))
             custom = cfg.get("custom_parser_vals") or {}
@@ -305,13 +308,26 @@ def _requirements(where: _Where, node: YMap) -> tuple[Requirement, ...]:
         if not isinstance(item, YMap):
             raise ContentError("a requirement must be a mapping", where.at(raw, i, f"requirements[{i}]"))
         if "module" in item:  # v1
-            rel = item.get("relationship_match") or []
-            out.append(Requirement(str(item["module"]), tuple(dict(r) for r in rel if isinstance(r, dict))))
+            out.append(
+                Requirement(
+                    str(item["module"]),
+                    _matches(where, item, "relationship_match", f"requirements[{i}].relationship_match"),
+                )
+            )
         else:  # v0: {module: [relationship, ...]}
-            for module, rels in item.items():
-                rel_list = rels if isinstance(rels, list) else []
-                out.append(Requirement(module, tuple(dict(r) for r in rel_list if isinstance(r, dict))))
+            for module in item:
+                out.append(Requirement(module, _matches(where, item, module, f"requirements[{i}].{module}")))
     return tuple(out)
+
+
+def _matches(where: _Where, holder: YMap, key: str, field: str) -> tuple[dict[str, Any], ...]:
+    """A requirement's relationship matches: a list of {source, edge?, target?} mappings."""
+    raw = holder.get(key)
+    if raw is None:
+        return ()
+    if not isinstance(raw, YList) or not all(isinstance(r, YMap) for r in raw):
+        raise ContentError("must be a list of {source, edge, target} mappings", where.at(holder, key, field))
+    return tuple(dict(r) for r in raw)
 
 
 def parse_ability(node: Any, file: str, errors: ErrorCollector, *, line: int = 0) -> Ability:
@@ -417,7 +433,12 @@ def parse_adversary(node: YMap, file: str, errors: ErrorCollector | None = None)
         for key in sorted(
             phases, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))
         ):
-            ordering.extend(str(a) for a in phases[key] or ())
+            items = phases[key] or YList()
+            if not isinstance(items, YList) or any(isinstance(a, YMap | YList) or a is None for a in items):
+                raise ContentError(
+                    "a phase must be a list of ability ids", where.at(phases, key, f"phases.{key}")
+                )
+            ordering.extend(str(a) for a in items)
     else:
         raise ContentError(
             "missing required field 'atomic_ordering'", where.at(node, None, "atomic_ordering")
