@@ -61,6 +61,13 @@ def test_values_are_escaped_for_where_they_sit_in_the_command(template: str) -> 
         assert _sh(command, shell) == HOSTILE + "\n", command
 
 
+def test_quoting_context_skips_comments_and_tracks_here_documents() -> None:
+    from assay.emulation._linking import _sh_contexts
+
+    template = "# don't be fooled\necho #{a} '#{b}' \"#{c}\" <<'EOF'\n#{d}\nEOF\ncat <<X\n#{e}\nX\necho #{f}"
+    assert _sh_contexts(template) == ("bare", "single", "double", "heredoc_literal", "heredoc_expand", "bare")
+
+
 def test_python_values_are_escaped_inside_and_outside_string_literals() -> None:
     for template in ("print(#{v})", "print('#{v}')", 'print("#{v}")', "# #{v} in a comment\nprint(1)"):
         command = render(template, {"v": (HOSTILE + "\nx", False)}, "python")

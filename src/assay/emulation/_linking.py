@@ -23,6 +23,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from assay.content import Ability, Executor, Privilege
@@ -70,14 +71,28 @@ def variables(template: str) -> list[Variable]:
 
 
 # -- escaping ------------------------------------------------------------------------------------------------
-def _sh_contexts(template: str) -> list[str]:
-    """The quoting context of each ``#{...}`` in a sh/bash command, in order of appearance."""
+_NEXT = {
+    "single": re.compile(r"'|#\{"),
+    "double": re.compile(r'["\\]|#\{'),
+    "bare": re.compile(r"['\"\\#<\n]"),
+}
+
+
+@lru_cache(maxsize=2048)
+def _sh_contexts(template: str) -> tuple[str, ...]:
+    """The quoting context of each ``#{...}`` in a sh/bash command, in order of appearance. Cached: the same
+    templates are rendered again and again (each fact combination, each cleanup)."""
     out: list[str] = []
     state = "bare"
     heredocs: list[tuple[str, bool, bool]] = []  # pending: (delimiter, quoted, strip tabs)
     current: tuple[str, bool, bool] | None = None
     i, n = 0, len(template)
     while i < n:
+        if state in _NEXT and not (heredocs and state == "bare"):
+            jump = _NEXT[state].search(template, i)  # skip plain text in one step
+            if jump is None:
+                break
+            i = jump.start()
         if template.startswith("#{", i):
             end = template.find("}", i)
             out.append(state)
@@ -134,10 +149,11 @@ def _sh_contexts(template: str) -> list[str]:
             current = heredocs.pop(0)
             state = "heredoc_literal" if current[1] else "heredoc_expand"
         i += 1
-    return out
+    return tuple(out)
 
 
-def _python_contexts(template: str) -> list[str]:
+@lru_cache(maxsize=2048)
+def _python_contexts(template: str) -> tuple[str, ...]:
     out: list[str] = []
     quote: str | None = None
     i, n = 0, len(template)
@@ -169,7 +185,7 @@ def _python_contexts(template: str) -> list[str]:
             quote = None
             continue
         i += 1
-    return out
+    return tuple(out)
 
 
 _CALDERA_SPECIAL = set(" \\$#^&*|`><\"'[]{}?~%")
@@ -205,12 +221,11 @@ def escape(value: str, executor: str, context: str) -> str:
 
 def render(template: str, values: Mapping[str, tuple[str, bool]], executor: str) -> str:
     """Fill ``#{text}`` from ``values`` (text → (value, raw)); unknown variables stay as they are."""
+    contexts: tuple[str, ...] = ()
     if executor in ("sh", "bash", "zsh", "proc"):
         contexts = _sh_contexts(template)
     elif executor in ("python", "python3"):
         contexts = _python_contexts(template)
-    else:
-        contexts = []
     position = itertools.count()
 
     def sub(match: re.Match[str]) -> str:
@@ -369,19 +384,6 @@ def _argument_values(ability: Ability, base: FactBase) -> dict[str, str]:
     return out
 
 
-def planned_count(links: Sequence[Link], paw: str, ability_id: str, used: frozenset[tuple[str, str]]) -> int:
-    """Links already made for this agent, ability and facts (skips that never became runnable excluded)."""
-    return sum(
-        1
-        for lk in links
-        if lk.paw == paw
-        and lk.ability_id == ability_id
-        and not lk.cleanup
-        and lk.executor
-        and lk.used == used
-    )
-
-
 def generate(op: Operation, agent: Agent, ability_id: str) -> list[Run] | Skip:
     """Every new link ``ability_id`` can make on ``agent`` now, best score first, or why it cannot run.
 
@@ -439,9 +441,7 @@ def generate(op: Operation, agent: Agent, ability_id: str) -> list[Run] | Skip:
             last_reason = reason
             continue
         used_map = {f.trait: f.value for f in used}
-        if planned_count(op.links, agent.paw, ability_id, frozenset(used_map.items())) >= max(
-            1, allowed_runs
-        ):
+        if op.planned_count(agent.paw, ability_id, frozenset(used_map.items())) >= max(1, allowed_runs):
             continue
         if ability.singleton and op.singleton_taken(ability_id):
             continue
@@ -465,11 +465,7 @@ def generate(op: Operation, agent: Agent, ability_id: str) -> list[Run] | Skip:
                 arguments={k: v for k, v in arguments.items()},
             )
         )
-    if (
-        not runs
-        and last_reason is not None
-        and not any(lk.paw == agent.paw and lk.ability_id == ability_id and lk.executor for lk in op.links)
-    ):
+    if not runs and last_reason is not None and not op.has_planned(agent.paw, ability_id):
         return Skip(agent.paw, ability_id, ability, SkipReason.FACT_DEPENDENCY, last_reason)
     runs.sort(key=lambda r: -r.score)
     return runs

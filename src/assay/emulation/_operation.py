@@ -13,6 +13,7 @@ storage continues where it was.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,17 @@ class Operation:
     resumed_at: float = 0.0
     # Not persisted: links whose agent was told they are ready (a restart tells again, which is harmless).
     announced: set[str] = field(default_factory=set, repr=False)
+    # Derived from `links` as they are appended: planning does not rescan every link for every ability.
+    _planned: Counter[tuple[str, str, frozenset[tuple[str, str]]]] = field(
+        default_factory=Counter, repr=False
+    )
+    _planned_pairs: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _skipped_pairs: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _indexed: int = field(default=0, repr=False)
+    _indexed_list: int = field(default=0, repr=False)
+    _cleanups: dict[tuple[str, str], str] = field(
+        default_factory=dict, repr=False
+    )  # (link, template) → command
 
     # -- queries -------------------------------------------------------------------------------------------
     def link(self, link_id: str) -> Link | None:
@@ -110,8 +122,37 @@ class Operation:
     def planning_agents(self) -> list[str]:
         return [paw for paw, agent in self.agents.items() if agent.trusted]
 
+    def _index(self) -> None:
+        """Bring the planning index up to date with the links appended since the last call. Links are only
+        appended, and what is indexed (agent, ability, used facts, runnable or not) never changes."""
+        if self._indexed > len(self.links) or self._indexed_list != id(self.links):  # a new list: start again
+            self._indexed_list = id(self.links)
+            self._planned.clear()
+            self._planned_pairs.clear()
+            self._skipped_pairs.clear()
+            self._indexed = 0
+        for lk in self.links[self._indexed :]:
+            if lk.cleanup:
+                continue
+            if lk.executor:
+                self._planned[(lk.paw, lk.ability_id, lk.used)] += 1
+                self._planned_pairs.add((lk.paw, lk.ability_id))
+            else:
+                self._skipped_pairs.add((lk.paw, lk.ability_id))
+        self._indexed = len(self.links)
+
+    def planned_count(self, paw: str, ability_id: str, used: frozenset[tuple[str, str]]) -> int:
+        """Links made for this agent, ability and facts (skips that never became runnable excluded)."""
+        self._index()
+        return self._planned[(paw, ability_id, used)]
+
+    def has_planned(self, paw: str, ability_id: str) -> bool:
+        self._index()
+        return (paw, ability_id) in self._planned_pairs
+
     def skip_recorded(self, paw: str, ability_id: str) -> bool:
-        return any(lk.paw == paw and lk.ability_id == ability_id and not lk.executor for lk in self.links)
+        self._index()
+        return (paw, ability_id) in self._skipped_pairs
 
     def singleton_taken(self, ability_id: str) -> bool:
         """A singleton runs once per operation across agents: it is taken once it succeeded or is running."""
@@ -580,7 +621,12 @@ class Operation:
             if ability is None or executor is None:
                 continue
             for template in executor.cleanup:
-                command = cleanup_command(template, parent, ability, agent, self.knowledge)
+                key = (parent.id, template)
+                command = self._cleanups.get(key)
+                if command is None:
+                    command = self._cleanups[key] = cleanup_command(
+                        template, parent, ability, agent, self.knowledge
+                    )
                 if command in seen or command in done:
                     continue
                 seen.add(command)
