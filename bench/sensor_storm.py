@@ -150,7 +150,9 @@ class Tally:
                     self.latencies.append(now - e.timestamp)
 
 
-def run(source: Source | None, workload: str, args: list[str], n: int, poll: bool = True) -> Row:
+def run(
+    source: Source | None, workload: str, args: list[str], n: int, poll: bool = True, interval: float = 0.02
+) -> Row:
     row = Row(source.name if source else "baseline (no sensor)", workload)
     if source is not None:
         t0 = time.monotonic()
@@ -176,7 +178,7 @@ def run(source: Source | None, workload: str, args: list[str], n: int, poll: boo
                 tally.add(meter.poll(source, timeout))
 
         while sp.poll() is None:
-            pump(0.02) if poll else time.sleep(0.05)
+            pump(interval) if poll else time.sleep(0.05)
         wall = float(sp.stdout.readline())
         sp.stdout.close()
         sp.stdin.close()
@@ -266,6 +268,12 @@ def main() -> None:
     ap.add_argument("--storm", type=int, default=20000)
     ap.add_argument("--long", type=int, default=2000)
     ap.add_argument("--sources", default="ebpf,audit,proc_connector")
+    ap.add_argument(
+        "--poll-ms",
+        type=float,
+        default=20.0,
+        help="poll() timeout during the storm (20: the notes' drain interval; assay watch uses 50)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("sensor_storm: needs root (skipped)")
@@ -273,7 +281,8 @@ def main() -> None:
     host = os.uname().nodename
     # the interpreter matters: the same decoding costs ~30% more on a CPython built without PGO/LTO
     load = os.getloadavg()[0]
-    print(f"python: {sys.executable} {sys.version.split()[0]}; {os.cpu_count()} CPUs; load {load:.2f}\n")
+    print(f"python: {sys.executable} {sys.version.split()[0]}; {os.cpu_count()} CPUs; load {load:.2f}")
+    print(f"poll() timeout during the storm: {args.poll_ms:g} ms\n")
     makers = {
         "ebpf": lambda: EbpfSource(host),
         "ebpf (raw ring read)": lambda: RawEbpf(host),
@@ -297,7 +306,7 @@ def main() -> None:
             try:
                 src = makers[name]()
                 forced = name.startswith("ebpf forced")
-                row = run(src, workload, wargs, n, poll=not forced)
+                row = run(src, workload, wargs, n, poll=not forced, interval=args.poll_ms / 1000)
             except SensorError as exc:
                 print(f"{name}: not available here: {exc}")
                 continue
