@@ -26,10 +26,12 @@ import argparse
 import gc
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from assay.errors import SensorError
@@ -118,11 +120,17 @@ class Row:
 
 
 class RawEbpf(EbpfSource):
-    """Reads the ring buffer and counts records without decoding them: the floor of the Python cost."""
+    """Reads the ring buffer and counts records without decoding them: the floor of the Python cost.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    With ``save``, it also copies every record there (for sensor_decode.py --records), which costs a copy.
+    """
+
+    def __init__(self, *args: Any, save: list[bytes] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.decoder.feed = lambda buf, off, n: None  # type: ignore[method-assign]
+        if save is None:
+            self.decoder.feed = lambda buf, off, n: None  # type: ignore[method-assign]
+        else:
+            self.decoder.feed = lambda buf, off, n: save.append(buf[off : off + n])  # type: ignore[method-assign]
 
 
 class Tally:
@@ -268,6 +276,7 @@ def main() -> None:
     ap.add_argument("--storm", type=int, default=20000)
     ap.add_argument("--long", type=int, default=2000)
     ap.add_argument("--sources", default="ebpf,audit,proc_connector")
+    ap.add_argument("--save-records", type=Path, help="save the raw row's records (for sensor_decode.py)")
     ap.add_argument(
         "--poll-ms",
         type=float,
@@ -283,9 +292,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"python: {sys.executable} {sys.version.split()[0]}; {os.cpu_count()} CPUs; load {load:.2f}")
     print(f"poll() timeout during the storm: {args.poll_ms:g} ms\n")
+    saved: list[bytes] | None = [] if args.save_records else None
     makers = {
         "ebpf": lambda: EbpfSource(host),
-        "ebpf (raw ring read)": lambda: RawEbpf(host),
+        "ebpf (raw ring read)": lambda: RawEbpf(host, save=saved),
         "audit": lambda: AuditSource(host, wait_for_owner=30),
         "proc_connector": lambda: ProcConnectorSource(host),
         "ebpf forced loss (256 KiB)": lambda: EbpfSource(host, ring_bytes=256 << 10),
@@ -315,6 +325,13 @@ def main() -> None:
                 row.latencies = []  # nothing read during the storm: the latency says nothing
             rows.append(base)
             rows.append(row)
+    if saved is not None:
+        with args.save_records.open("wb") as fh:
+            for rec in saved:
+                fh.write(struct.pack("<I", len(rec)) + rec)
+        print(
+            f"saved {len(saved)} records to {args.save_records} (the raw rows also paid for copying them)\n"
+        )
     table(rows)
     print(
         "\nloss rep. = loss the source reported (all processes on the host); missing = fork/exec/exit events "
