@@ -55,6 +55,7 @@ print(time.monotonic() - t0, flush=True)
 """
 
 STORM_ARGS = ["a", "b", "c", "d"]
+IDLE_POLLS = 25
 LONG_ARGS = [f"{i:02d}" + "x" * 198 for i in range(40)]  # 40 x 200 chars, 8 KB of argv
 
 
@@ -113,6 +114,7 @@ class Row:
     polls: int = 0
     process_cpu: float = 0.0
     stop_cpu: float = 0.0
+    idle_poll_cpu: float = 0.0
     latencies: list[float] = field(default_factory=list)
     attach: float | None = None
     baseline: float = 0.0
@@ -162,10 +164,17 @@ def run(
     source: Source | None, workload: str, args: list[str], n: int, poll: bool = True, interval: float = 0.02
 ) -> Row:
     row = Row(source.name if source else "baseline (no sensor)", workload)
+    events_before = 0
     if source is not None:
         t0 = time.monotonic()
         source.start()
         row.attach = time.monotonic() - t0
+        # the fixed cost of a poll() with (almost) nothing to read, at the same interval, before the storm
+        t0 = time.thread_time()
+        for _ in range(IDLE_POLLS):
+            source.poll(interval)
+        row.idle_poll_cpu = (time.thread_time() - t0) / IDLE_POLLS
+        events_before = source.stats()["events"]
     sp = subprocess.Popen(
         [sys.executable, "-c", SPAWNER, str(n), *args],
         stdin=subprocess.PIPE,
@@ -210,7 +219,7 @@ def run(
     )
     row.captured, row.complete, row.loss_reported = tally.captured, tally.complete, tally.loss
     row.missing = 3 * n - tally.ours
-    row.events = stats.get("events", 0)
+    row.events = stats.get("events", 0) - events_before
     row.latencies = tally.latencies
     if isinstance(source, AuditSource):
         row.note = "loss counted in audit records"
@@ -256,18 +265,21 @@ def table(rows: list[Row]) -> None:
 def cpu_table(rows: list[Row]) -> None:
     head = (
         f"{'source':<28} {'workload':<6} {'events':>7} {'poll() CPU ms/1k':>16} {'of it GC':>8} "
-        f"{'GC runs 0/1/2':>13} {'polls':>6} {'us/poll':>7} {'process CPU ms/1k':>17} {'stop() ms':>9}"
+        f"{'GC runs 0/1/2':>13} {'polls':>6} {'us/poll':>7} {'idle us/poll':>12} {'per event ms/1k':>15} "
+        f"{'process CPU ms/1k':>17} {'stop() ms':>9}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         if r.source.startswith("baseline"):
             continue
+        marginal = max(0.0, r.poll_cpu - r.polls * r.idle_poll_cpu)
         print(
             f"{r.source:<28} {r.workload:<6} {r.events:>7} {per_1k(r.poll_cpu, r.events):>16} "
             f"{per_1k(r.gc_cpu, r.events):>8} {'/'.join(map(str, r.collections)):>13} {r.polls:>6} "
-            f"{r.poll_cpu * 1e6 / max(r.polls, 1):>7.0f} "
-            f"{per_1k(r.process_cpu, r.events):>17} {r.stop_cpu * 1000:>9.1f}"
+            f"{r.poll_cpu * 1e6 / max(r.polls, 1):>7.0f} {r.idle_poll_cpu * 1e6:>12.0f} "
+            f"{per_1k(marginal, r.events):>15} {per_1k(r.process_cpu, r.events):>17} "
+            f"{r.stop_cpu * 1000:>9.1f}"
         )
 
 
@@ -344,8 +356,9 @@ def main() -> None:
         "poll() CPU = the consumer thread's CPU inside source.poll() (ring, decoding, tree, loss checks, "
         "self-noise), GC included and shown apart; the storm runs in other processes. us/poll = the same "
         "CPU per poll() call (each call after a sleep pays a fixed cost, so fewer events per call cost more "
-        "each). process CPU = the "
-        "whole bench process over the same span (adds the bench's own bookkeeping). A forced-loss row "
+        f"each); idle us/poll = that fixed cost, measured over {IDLE_POLLS} polls before the storm; per "
+        "event = poll() CPU less polls x idle cost, per 1,000 events (what each event adds). process CPU = "
+        "the whole bench process over the same span (adds the bench's own bookkeeping). A forced-loss row "
         "reads its ring only after the storm: its CPU is per event delivered, not per event produced."
     )
 

@@ -94,6 +94,10 @@ class RingBuffer:
         """
         consumer = self._consumer
         cons = start = consumer.value
+        if self._producer[0] == cons:
+            # nothing new: after a sleep every line costs microseconds (cold caches), so do none of the rest
+            self.span = 0
+            return 0
         n = 0
         buf = self._data_map
         words = self._words
