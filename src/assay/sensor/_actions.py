@@ -42,6 +42,15 @@ _PTRACE = Action.PTRACE.value
 _SETGID = Action.SETGID.value
 _SETUID = Action.SETUID.value
 _UMOUNT = Action.UMOUNT.value
+# (module constants, not R.X: an attribute lookup each time, several per syscall event)
+_F_SENSITIVE = R.F_SENSITIVE
+_F_SENSITIVE_DIR = R.F_SENSITIVE_DIR
+_S_ARG0 = R.S_ARG0
+_S_ARG1 = R.S_ARG1
+_S_ARG2 = R.S_ARG2
+_S_BASE0 = R.S_BASE0
+_S_BASE1 = R.S_BASE1
+_S_FDPATH = R.S_FDPATH
 FILE_ACTIONS = frozenset(
     {_FILE_WRITE, _FILE_DELETE, _FILE_RENAME, _FILE_CHMOD, _FILE_CHOWN, _FILE_READ_SENSITIVE}
 )
@@ -87,15 +96,15 @@ def syscall_fields(
     ret: int,
     flags: int,
 ) -> None:
-    path = strs[R.S_ARG0]
+    path = strs[_S_ARG0]
     if path is not None and sc.strs and sc.strs[0][1] != NOT_PATH:
-        path = join_path(strs[R.S_BASE0], path)
+        path = join_path(strs[_S_BASE0], path)
     if action in FILE_ACTIONS:
-        p = strs[R.S_FDPATH] if sc.fd_path != NO_ARG else path
+        p = strs[_S_FDPATH] if sc.fd_path != NO_ARG else path
         if p is not None:
             f["file.path"] = p
-        if action == _FILE_RENAME and strs[R.S_ARG1] is not None:
-            f["file.target_path"] = join_path(strs[R.S_BASE1], strs[R.S_ARG1] or "")
+        if action == _FILE_RENAME and strs[_S_ARG1] is not None:
+            f["file.target_path"] = join_path(strs[_S_BASE1], strs[_S_ARG1] or "")
         creates = sc.name == "creat" or (sc.open_flags < 6 and args[sc.open_flags] & _O_CREAT)
         if sc.mode_arg is not None and (action == _FILE_CHMOD or creates):
             f["file.mode"] = args[sc.mode_arg] & 0o7777
@@ -111,9 +120,9 @@ def syscall_fields(
                 f["file.uid"] = args[i] & 0xFFFFFFFF
             if s32(args[i + 1]) != -1:
                 f["file.gid"] = args[i + 1] & 0xFFFFFFFF
-        if flags & R.F_SENSITIVE_DIR:
+        if flags & _F_SENSITIVE_DIR:
             f["file.sensitive_match"] = "directory"
-        elif flags & R.F_SENSITIVE:
+        elif flags & _F_SENSITIVE:
             f["file.sensitive_match"] = "file"
     elif action in (_CONNECT, _BIND):
         _net.sockaddr_fields(action, blob, f)
@@ -133,22 +142,22 @@ def syscall_fields(
     elif action == _PRCTL:
         f["prctl.option"] = args[0]
     elif action == _MEMFD_CREATE:
-        if strs[R.S_ARG0] is not None:
-            f["memfd.name"] = strs[R.S_ARG0]
+        if strs[_S_ARG0] is not None:
+            f["memfd.name"] = strs[_S_ARG0]
         f["file.flags"] = args[1]
     elif action == _MOUNT:
         if sc.name == "mount":
-            if strs[R.S_ARG0] is not None:
-                f["mount.source"] = strs[R.S_ARG0]
-            if strs[R.S_ARG1] is not None:
-                f["mount.target"] = join_path(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-            if strs[R.S_ARG2] is not None:
-                f["mount.fstype"] = strs[R.S_ARG2]
+            if strs[_S_ARG0] is not None:
+                f["mount.source"] = strs[_S_ARG0]
+            if strs[_S_ARG1] is not None:
+                f["mount.target"] = join_path(strs[_S_BASE1], strs[_S_ARG1] or "")
+            if strs[_S_ARG2] is not None:
+                f["mount.fstype"] = strs[_S_ARG2]
         else:
             if path is not None:
                 f["mount.source"] = path
-            if strs[R.S_ARG1] is not None:
-                f["mount.target"] = join_path(strs[R.S_BASE1], strs[R.S_ARG1] or "")
+            if strs[_S_ARG1] is not None:
+                f["mount.target"] = join_path(strs[_S_BASE1], strs[_S_ARG1] or "")
     elif action == _UMOUNT:
         if path is not None:
             f["mount.target"] = path
@@ -161,9 +170,9 @@ def syscall_fields(
             if name:
                 f["bpf.prog_name"] = text(name)
     elif action == _MODULE_LOAD:
-        if strs[R.S_FDPATH] is not None:
-            f["file.path"] = strs[R.S_FDPATH]
-        params = strs[R.S_ARG1] if sc.name == "finit_module" else strs[R.S_ARG0]
+        if strs[_S_FDPATH] is not None:
+            f["file.path"] = strs[_S_FDPATH]
+        params = strs[_S_ARG1] if sc.name == "finit_module" else strs[_S_ARG0]
         if params:
             f["module.params"] = params
 

@@ -66,7 +66,7 @@ _CTX, _CTX_END, _COMM = R.CTX_START, R.CTX_END, R.CTX_END
 _HDR_SIZE, _EXEC_DATA, _SYS_DATA = R.HDR_SIZE, R.EXEC.size, R.SYS.size
 _EXIT_SIZE, _FORK_SIZE = R.EXIT.size, R.FORK.size
 _EV_EXIT, _EV_FORK, _EV_EXEC, _EV_SYSCALL = R.EV_EXIT, R.EV_FORK, R.EV_EXEC, R.EV_SYSCALL
-_ARGV_TRUNC = R.F_ARGV_TRUNC
+_ARGV_TRUNC, _PATH_TRUNC, _SENSITIVE, _SOCK_FLAG = R.F_ARGV_TRUNC, R.F_PATH_TRUNC, R.F_SENSITIVE, R.F_SOCK
 
 # Execs parsed once per distinct (argv, filename, exe, cwd, cgroup) byte string. Only short ones: hashing a
 # long argv costs about what decoding it does. Bounded; dropped wholesale when full (refilled at once).
@@ -434,33 +434,41 @@ class Decoder:
     # --- syscalls ---------------------------------------------------------------------------------------
     def _syscall(self, buf: Any, off: int, n: int) -> None:
         t = _SYS_REC.unpack_from(buf, off)
-        ts, start, flags, pid, tid, ns_pid = t[0], t[1], t[4], t[5], t[6], t[8]
-        ret = t[9]
+        ts, start, _ps, _t, flags, pid, tid, _pp, ns_pid, ret = t[:10]
         args: tuple[int, ...] = t[10:16]
-        nr = t[16]
-        slen = t[17:23]
-        blob_len, argv_len = t[23], t[24]
+        nr, s_arg0, s_arg1, s_arg2, s_base0, s_base1, s_fdpath, blob_len, argv_len = t[16:]
         row = self._table.get(nr)
         if row is None:
             raise SensorError(f"kernel record for syscall {nr}, which is not in the table")
         sc, action = row
-        data = buf[off + _SYS_DATA : off + n]
+        # data: the present strings in the order arg0, base0, arg1, base1, arg2, fdpath, then blob, argv.
+        # User strings (arg*) are stored with their NUL, paths from a dentry walk (base*, fdpath) without.
         strs: list[str | None] = [None] * 6
+        data = buf[off + _SYS_DATA : off + n]  # (slices of it stop at the record's end, whatever the lengths)
         pos = 0
-        for slot in _SLOT_ORDER:
-            k = slen[slot]
-            if not k:
-                continue
-            if slot <= R.S_ARG2:  # a user string, stored with its NUL
-                strs[slot] = _text(data[pos : pos + k - 1])
-            else:  # a path from a dentry walk, stored without one
-                strs[slot] = _text(data[pos : pos + k])
-            pos += k
-        blob = data[pos : pos + blob_len]
+        if s_arg0:
+            strs[0] = data[: s_arg0 - 1].decode("utf-8", "backslashreplace")
+            pos = s_arg0
+        if s_base0:
+            strs[3] = data[pos : pos + s_base0].decode("utf-8", "backslashreplace")
+            pos += s_base0
+        if s_arg1:
+            strs[1] = data[pos : pos + s_arg1 - 1].decode("utf-8", "backslashreplace")
+            pos += s_arg1
+        if s_base1:
+            strs[4] = data[pos : pos + s_base1].decode("utf-8", "backslashreplace")
+            pos += s_base1
+        if s_arg2:
+            strs[2] = data[pos : pos + s_arg2 - 1].decode("utf-8", "backslashreplace")
+            pos += s_arg2
+        if s_fdpath:
+            strs[5] = data[pos : pos + s_fdpath].decode("utf-8", "backslashreplace")
+            pos += s_fdpath
+        blob = data[pos : pos + blob_len] if blob_len else b""
         pos += blob_len
         fail_argv = split_argv(data[pos : pos + argv_len]) if argv_len else None
 
-        if sc.name in OPEN_FAMILY and flags & R.F_SENSITIVE and not open_flags(sc, args, blob) & WRITE_INTENT:
+        if flags & _SENSITIVE and sc.name in OPEN_FAMILY and not open_flags(sc, args, blob) & WRITE_INTENT:
             action = _READ_SENSITIVE
         info = self._pid_get(pid)
         if info is None or info.start != start // _NS_PER_TICK:
@@ -469,7 +477,13 @@ class Decoder:
             return
         key = buf[off + _CTX : off + _CTX_END]
         ctx = info.cache
-        if ctx is None or not _fresh(info, key):
+        parent = info.parent
+        if (
+            ctx is None
+            or info.cache_key != key
+            or info.cache_version != info.version
+            or (parent is not None and info.cache_parent_version != parent.version)
+        ):
             ctx = self._context(buf, off, key, info)
         f = ctx.copy()
         f["@timestamp"] = ts / 1e9 + self.clock_offset
@@ -477,21 +491,23 @@ class Decoder:
         f["process.tid"] = tid
         if "namespace.pid" in ctx:
             f["process.ns_pid"] = ns_pid
-        f["event.outcome"] = "success" if ret >= 0 else ("unknown" if ret == -_EINPROGRESS else "failure")
-        if ret < 0:
+        if ret >= 0:
+            f["event.outcome"] = "success"
+        else:
+            f["event.outcome"] = "unknown" if ret == -_EINPROGRESS else "failure"
             f["event.code"] = -ret
         f["syscall.name"] = sc.name
         syscall_fields(sc, action, f, args, strs, blob, ret, flags)
-        if flags & R.F_SOCK:
+        if flags & _SOCK_FLAG:
             family, s_type, proto, lport, rport, _state, _pad, laddr, raddr = _SOCK.unpack_from(
                 buf, off + _SOCK_OFFSET
             )
             socket_fields(action, f, family, s_type, proto, lport, rport, laddr, raddr)
         if fail_argv is not None:
             f["exec.args"] = fail_argv
-            if flags & R.F_ARGV_TRUNC:
+            if flags & _ARGV_TRUNC:
                 f["exec.args_truncated"] = True
-        if flags & R.F_PATH_TRUNC:
+        if flags & _PATH_TRUNC:
             f["file.path_truncated"] = True
         self.events.append(Event(f))
 
@@ -528,6 +544,3 @@ class _Brood:
         self.ancestry = parent.child_ancestry()
         self.ctx = fork_template(src, parent, list(self.ancestry))
         self.execs: dict[bytes, dict[str, Any]] = {}
-
-
-_SLOT_ORDER = (R.S_ARG0, R.S_BASE0, R.S_ARG1, R.S_BASE1, R.S_ARG2, R.S_FDPATH)
