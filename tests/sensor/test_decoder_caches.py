@@ -9,9 +9,7 @@ and namespace changes, pid reuse, CLONE_PARENT, processes first seen mid-life, l
 
 from __future__ import annotations
 
-import mmap
 import random
-import struct
 from dataclasses import dataclass, field
 
 import pytest
@@ -19,11 +17,10 @@ import pytest
 from assay.events import Event
 from assay.sensor import _records as R
 from assay.sensor._decoder import Decoder
-from assay.sensor._ringbuf import RingBuffer
 from assay.sensor._syscalls import by_number
 from assay.sensor._tree import ProcessInfo, ProcessTree
 
-from .records import NS, exec_rec, exit_rec, hdr, sys_rec
+from .records import NS, exec_rec, exit_rec, hdr, ring_image, sys_rec
 
 PER_EVENT = {
     "@timestamp",
@@ -180,24 +177,7 @@ def test_forked_sets_every_slot() -> None:
     assert child.ancestry == ("1:2",) and child.ancestry is parent.child_ancestry()
 
 
-# --- the ring buffer, laid out in anonymous memory the way the kernel lays it out ---------------------------
-def ring_image(records: list[tuple[bytes, int]], size: int, start: int = 0) -> RingBuffer:
-    """A ring of `size` bytes whose consumer is at `start`, holding `records` (payload, header flag bits)."""
-    page = mmap.PAGESIZE
-    cons, data = mmap.mmap(-1, page), mmap.mmap(-1, page + 2 * size)
-    pos = start
-    for payload, bits in records:
-        for copy in (0, size):  # the data area is mapped twice back to back
-            off = page + copy + (pos & (size - 1))
-            body = struct.pack("<II", len(payload) | bits, 0) + payload
-            end = min(len(body), page + 2 * size - off)
-            data[off : off + end] = body[:end]
-        pos += (len(payload) + 15) & ~7
-    data[0:8] = struct.pack("<Q", pos)
-    cons[0:8] = struct.pack("<Q", start)
-    return RingBuffer.over(cons, data, size)
-
-
+# --- the ring buffer ----------------------------------------------------------------------------------
 def test_ring_reads_across_the_wrap_skips_discarded_and_stops_at_busy() -> None:
     recs = [bytes([i]) * (20 + i) for i in range(6)]
     size = 4096
