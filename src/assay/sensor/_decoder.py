@@ -62,7 +62,7 @@ _EXEC_REC = struct.Struct(_HEAD + "IIHHHHH")  # + argv_len, argv_total, filename
 _SYS_REC = struct.Struct(_HEAD + "q6QI6HHH")  # + ret, args[6], nr, slen[6], blob_len, argv_len
 _SOCK = struct.Struct("<HHHHHBB16s16s")  # struct sockinfo
 _SOCK_OFFSET = R.SYS.size - 48
-_CTX, _CTX_END, _COMM = R.CTX_START, R.CTX_END, R.CTX_END
+_CTX, _CTX_END = R.CTX_START, R.CTX_END
 _HDR_SIZE, _EXEC_DATA, _SYS_DATA = R.HDR_SIZE, R.EXEC.size, R.SYS.size
 _EXIT_SIZE, _FORK_SIZE = R.EXIT.size, R.FORK.size
 _EV_EXIT, _EV_FORK, _EV_EXEC, _EV_SYSCALL = R.EV_EXIT, R.EV_FORK, R.EV_EXEC, R.EV_SYSCALL
@@ -93,6 +93,8 @@ def split_argv(raw: bytes) -> list[str]:
 
 ParsedExec = tuple[list[str], str, str | None, str | None, str | None, str, str]
 """argv, command line, filename, executable (resolved against cwd when only a filename), cwd, cg, cg1."""
+CachedExec = tuple[list[str], str, str | None, str | None, str | None, str, str | None]
+"""The same with the container id (from cg or cg1) in place of cg1: what the decoder keeps per exec."""
 
 
 def parse_exec(
@@ -158,7 +160,7 @@ class Decoder:
         self._host_ns = dict(host_namespaces or {})
         self.clock_offset = 0.0
         self._containers: dict[str, str | None] = {}
-        self._parsed: dict[bytes, ParsedExec] = {}
+        self._parsed: dict[bytes, CachedExec] = {}  # raw exec data -> what it says
         self._pid_get = tree.pid_lookup()
         self.events: list[Event] = []
         self.errors = 0
@@ -362,12 +364,16 @@ class Decoder:
         small = len(raw) <= _PARSE_CACHE_MAX_KEY
         parsed = self._parsed.get(raw) if small else None
         if parsed is None:
-            parsed = parse_exec(raw, argv_len, fn_len, exe_len, cwd_len, cg_len, cg1_len)
+            args, command_line, filename, exe, cwd, cg, cg1 = parse_exec(
+                raw, argv_len, fn_len, exe_len, cwd_len, cg_len, cg1_len
+            )
+            cid = self._container(cg) or self._container(cg1)
+            parsed = (args, command_line, filename, exe, cwd, cg, cid)
             if small:
                 if len(self._parsed) >= _PARSE_CACHE_ENTRIES:
                     self._parsed.clear()
                 self._parsed[raw] = parsed
-        args, command_line, filename, exe, cwd, cg, cg1 = parsed
+        args, command_line, filename, exe, cwd, cg, cid = parsed
         truncated = bool(flags & _ARGV_TRUNC)
         info = self._pid_get(pid)
         if info is None or info.start != start // _NS_PER_TICK:
@@ -382,8 +388,8 @@ class Decoder:
             and (parent is None or info.cache_parent_version == parent.version)
         )
         self.tree.exec(info, exe, args, cwd, truncated=truncated, command_line=command_line)
-        if info.container_id is None and (cg or cg1):
-            info.container_id = self._container(cg) or self._container(cg1)
+        if info.container_id is None and cid:
+            info.container_id = cid
         if fresh and ctx is not None:
             # same user and namespaces as before the exec: only the image fields change. A child still on
             # its parent's brood context that runs a command a sibling ran gets the sibling's context with its
