@@ -10,6 +10,8 @@ it is written for CPython's costs rather than for elegance (``docs/sensor.md`` h
   and copied per event (one C-level dict copy); fork and exec derive the new context from the old one;
 - the argv, paths and cgroup of an exec are parsed once per distinct exec (a small cache keyed by the raw
   bytes): a storm of the same command line costs one dict lookup per exec, not a decode, split and join;
+- siblings share work: a parent's context is turned into its children's once (:class:`_Brood`), and a
+  child that runs what a sibling ran gets the sibling's post-exec context with its own identity;
 - the function calls per record are kept to a minimum (each costs about as much as a dict store).
 
 Tests drive it with records packed by hand through :meth:`Decoder.decode`, so it needs neither root nor a
