@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from assay.c2 import BeaconCore, MemoryLedger, clean_paw, digest
+from assay.c2 import BeaconCore, MemoryLedger, ResultOutcome, clean_paw, digest
 from assay.content import Ability, Adversary, Executor, Library
 from assay.emulation import Agent, LinkStatus, OperationService, OperationState, Result
 from assay.errors import C2Error, EmulationError
@@ -19,6 +19,10 @@ def _library() -> Library:
                                      (Executor("sh", "linux", f"echo {aid}", cleanup),))  # fmt: skip
     lib.adversaries["adv"] = Adversary("adv", "adv", ("a", "b"))
     return lib
+
+
+def states(outcomes: list[ResultOutcome]) -> list[tuple[str, str]]:
+    return [(o.link_id, str(o.state)) for o in outcomes]
 
 
 class Clock:
@@ -58,10 +62,13 @@ def test_enrol_beacon_submit_runs_an_operation_to_the_end(
     assert (first.command, first.executor, first.cleanup) == ("echo a", "sh", False)
     assert c.beacon(agent.paw) == []  # delivered exactly once
     assert ledger.link_rows[first.id].delegated_at is not None  # recorded before it was handed out
-    assert c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0, pid=10, start_ticks=5)]) == [first.id]
+    assert states(c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0, pid=10, start_ticks=5)])) == [
+        (first.id, "accepted")
+    ]
     (second,) = c.beacon(agent.paw)
     assert second.command == "echo b"
-    assert c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0)]) == []  # a re-sent result is ignored
+    # a re-sent result is acknowledged as a duplicate and changes nothing
+    assert states(c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0)])) == [(first.id, "duplicate")]
     c.submit(agent.paw, [Result(second.id, LinkStatus.ERROR, 2)])
     (cleanup,) = c.beacon(agent.paw)
     assert (cleanup.command, cleanup.cleanup) == ("undo a", True)
@@ -91,10 +98,10 @@ def test_results_are_checked_against_the_agent_and_keys_are_revoked_on_re_enrolm
     c.enrol(Agent("p2"))
     c.start_operation(name="op", adversary_id="adv")
     (link,) = c.beacon("p1")
-    with pytest.raises(C2Error, match="link belongs to agent p1"):
-        c.submit("p2", [Result(link.id, LinkStatus.SUCCESS)])
-    with pytest.raises(C2Error, match="unknown link"):
-        c.submit("p1", [Result("nope", LinkStatus.SUCCESS)])
+    (wrong,) = c.submit("p2", [Result(link.id, LinkStatus.SUCCESS)])
+    assert wrong.state == "rejected" and "link belongs to agent p1" in wrong.reason
+    (unknown,) = c.submit("p1", [Result("nope", LinkStatus.SUCCESS)])
+    assert unknown.state == "rejected" and "unknown link" in unknown.reason
     _, key2 = c.enrol(Agent("p1"))
     with pytest.raises(C2Error, match="unknown agent key"):
         c.agent_for_key(key1)
