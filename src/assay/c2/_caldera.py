@@ -91,6 +91,7 @@ class Beacon:
     extras: dict[str, Any] = field(default_factory=dict)  # stored as given
     timing: dict[str, int] = field(default_factory=dict)  # sleep_min / sleep_max / watchdog, if sent
     results: list[Result] | None = None
+    present: frozenset[str] = frozenset()  # fields the agent sent: only those change a known agent
 
 
 def _bad(message: str, where: str) -> C2Error:
@@ -259,7 +260,7 @@ def _profile(data: Mapping[str, Any]) -> Beacon:
         exe_name=values.get("exe_name", ""),
         contact=values.get("contact") or "http",
     )
-    return Beacon(profile, extras, timing, results)
+    return Beacon(profile, extras, timing, results, frozenset(data))
 
 
 def encode_instruction(instruction: Instruction) -> str:
@@ -305,10 +306,10 @@ class CalderaContact:
         beacon = decode_beacon(body)
         core = self._core()
         paw = beacon.profile.paw
-        if core.unchanged(beacon.profile):
+        if core.unchanged(beacon.profile, beacon.present):
             core.seen(paw)
         else:
-            await self._run_sync(core.register, beacon.profile, beacon.extras, beacon.timing)
+            await self._run_sync(core.register, beacon.profile, beacon.extras, beacon.timing, beacon.present)
         instructions: list[Instruction] = []
         if beacon.results is not None:
             outcomes = await self._run_sync(core.submit, paw, beacon.results)

@@ -25,7 +25,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -264,10 +264,17 @@ class BeaconCore:
         self.operations.agent_joined(profile)
         return profile, key
 
-    def register(self, profile: Agent, extras: Mapping[str, Any], timing: Mapping[str, int]) -> Agent:
+    def register(
+        self,
+        profile: Agent,
+        extras: Mapping[str, Any],
+        timing: Mapping[str, int],
+        present: Collection[str] = _PROFILE_FIELDS,
+    ) -> Agent:
         """A Caldera beacon: register an unknown paw (no secret, as Caldera), or update a known one.
 
-        Writes only when something changed. ``extras`` are Caldera profile fields stored as given; ``timing``
+        A known agent changes only in the fields the beacon carried (a result beacon carries a trimmed
+        profile; Caldera, too, leaves absent fields alone). Writes only when something changed. ``extras`` are Caldera profile fields stored as given; ``timing``
         holds ``sleep_min``/``sleep_max``/``watchdog`` a registration may set (already bounds-checked).
         """
         now = self.clock()
@@ -304,7 +311,9 @@ class BeaconCore:
                 if extras.get("deadman_enabled") is True:
                     self._queue_deadman(agent)
             else:
-                changed = [f for f in _PROFILE_FIELDS if getattr(old, f) != getattr(profile, f)]
+                changed = [
+                    f for f in _PROFILE_FIELDS if f in present and getattr(old, f) != getattr(profile, f)
+                ]
                 for name in changed:
                     setattr(old, name, getattr(profile, name))
                 old.last_seen = now
@@ -322,12 +331,12 @@ class BeaconCore:
         """Whether ``paw`` has a per-agent key (enrolled natively): Caldera beacons may not speak for it."""
         return paw in self._key_of
 
-    def unchanged(self, profile: Agent) -> bool:
+    def unchanged(self, profile: Agent, present: Collection[str] = _PROFILE_FIELDS) -> bool:
         """Lock-free: ``profile`` is a known Caldera agent's, unchanged (then :meth:`seen` suffices)."""
         old = self.agents.get(profile.paw)
         if old is None or profile.paw in self._key_of:
             return False
-        return all(getattr(old, f) == getattr(profile, f) for f in _PROFILE_FIELDS)
+        return all(getattr(old, f) == getattr(profile, f) for f in _PROFILE_FIELDS if f in present)
 
     def agent_for_key(self, key: str) -> Agent:
         paw = self._paw_by_key.get(digest(key))
