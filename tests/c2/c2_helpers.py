@@ -70,7 +70,11 @@ def write_content(base: Path, extra_adversaries: dict[str, list[str]] | None = N
     content = base / "content"
     content.mkdir(exist_ok=True)
     (content / "abilities.yml").write_text(CONTENT)
-    adversaries = {"c2-small": ["c2-echo", "c2-id"], "c2-payload": ["c2-payload"], **(extra_adversaries or {})}
+    adversaries = {
+        "c2-small": ["c2-echo", "c2-id"],
+        "c2-payload": ["c2-payload"],
+        **(extra_adversaries or {}),
+    }
     for name, order in adversaries.items():
         (content / f"{name}.yml").write_text(
             json.dumps({"adversary_id": name, "name": name, "atomic_ordering": order})

@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -37,7 +37,9 @@ def say(event: str, **fields: Any) -> None:
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
-    request = urllib.request.Request(url, body, {"User-Agent": "caldera-client", **(headers or {})}, method="POST")
+    request = urllib.request.Request(
+        url, body, {"User-Agent": "caldera-client", **(headers or {})}, method="POST"
+    )
     try:
         with OPENER.open(request, timeout=30) as response:
             return response.status, response.read(), dict(response.headers)
@@ -107,7 +109,7 @@ class Client:
     def run(self, instruction: dict[str, Any]) -> dict[str, Any]:
         command = base64.b64decode(instruction["command"]).decode()
         missing = [p for p in instruction.get("payloads", []) if not self.fetch(p)]
-        reported = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reported = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if missing:
             return {"id": instruction["id"], "output": "", "exit_code": "-1", "status": "1", "pid": "1",
                     "stderr": base64.b64encode(f"Payload(s) not available: {missing}".encode()).decode(),
@@ -134,7 +136,9 @@ class Client:
         }
 
     def send_result(self, result: dict[str, Any]) -> None:
-        trimmed = {k: self.profile()[k] for k in ("paw", "server", "platform", "host", "contact", "upstream_dest")}
+        trimmed = {
+            k: self.profile()[k] for k in ("paw", "server", "platform", "host", "contact", "upstream_dest")
+        }
         reply = self.beacon({**trimmed, "results": [result]})
         say("result_sent", id=result["id"], instructions=None if reply is None else reply["instructions"])
 
@@ -150,7 +154,13 @@ class Client:
                 continue
             self.paw, self.watchdog = reply["paw"], reply["watchdog"]
             instructions = [json.loads(item) for item in json.loads(reply["instructions"])]
-            say("beacon", paw=self.paw, sleep=reply["sleep"], watchdog=reply["watchdog"], count=len(instructions))
+            say(
+                "beacon",
+                paw=self.paw,
+                sleep=reply["sleep"],
+                watchdog=reply["watchdog"],
+                count=len(instructions),
+            )
             for instruction in instructions:
                 if instruction.get("deadman"):
                     self.deadman.append(instruction)

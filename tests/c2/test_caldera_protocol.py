@@ -105,7 +105,9 @@ def test_beacon_reply_shapes_match_caldera(compat: Server) -> None:
     assert isinstance(reply["sleep"], int) and reply["watchdog"] == 0
     paw = reply["paw"]
     op = compat.call(
-        "POST", "/api/v2/operations", {"name": "shape", "adversary": {"adversary_id": "c2-small"}, "group": "shape"}
+        "POST",
+        "/api/v2/operations",
+        {"name": "shape", "adversary": {"adversary_id": "c2-small"}, "group": "shape"},
     )[1]
     status, reply = beacon(compat, {"paw": paw, "platform": "linux", "executors": ["sh"]})
     (encoded,) = json.loads(reply["instructions"])

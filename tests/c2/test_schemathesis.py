@@ -56,7 +56,9 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
             for mode in GenerationMode:
                 calls += _fuzz(operation, mode, failures)
         assert server.process.poll() is None, "the server died"
-    print(f"\nschemathesis: {calls} requests over {len(operations)} operations, {len(failures)} server errors")
+    print(
+        f"\nschemathesis: {calls} requests over {len(operations)} operations, {len(failures)} server errors"
+    )
     assert failures == []
 
 
@@ -65,6 +67,18 @@ def test_the_spec_covers_the_contacts_and_the_api(tmp_path: Path) -> None:
         status, spec = server.call("GET", "/api/openapi.json")
         assert status == 200
         paths = set(spec["paths"])
-        assert {"/beacon", "/file/download", "/agent/beacon", "/api/v2/agents/{paw}", "/api/v2/audit"} <= paths
-        assert {"/api/v2/rounds", "/api/v2/alerts", "/api/v2/events", "/api/v2/rules", "/api/v2/sensor"} <= paths
+        assert {
+            "/beacon",
+            "/file/download",
+            "/agent/beacon",
+            "/api/v2/agents/{paw}",
+            "/api/v2/audit",
+        } <= paths
+        assert {
+            "/api/v2/rounds",
+            "/api/v2/alerts",
+            "/api/v2/events",
+            "/api/v2/rules",
+            "/api/v2/sensor",
+        } <= paths
         assert server.call("GET", "/api/docs", key=None)[0] == 200

@@ -71,6 +71,9 @@ class C2Ledger:
     def link(self, link_id: str) -> Link | None:
         return self.store.link(link_id)
 
+    def save_links(self, links: Iterable[Link]) -> None:
+        self.store.save_links(links)
+
     def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
         self.store.save_result(result, paw, received_at, accepted=accepted)
 

@@ -41,7 +41,17 @@ from assay.c2._model import (
     ResultState,
 )
 from assay.content import Library
-from assay.emulation import Agent, Link, LinkStatus, Operation, OperationService, OperationState, Result
+from assay.emulation import (
+    Agent,
+    Link,
+    LinkStatus,
+    Operation,
+    OperationService,
+    OperationState,
+    Result,
+    agent_globals,
+    fill,
+)
 from assay.errors import C2Error, EmulationError, Source
 
 _PAW_CHARS = re.compile(r"[^\w.\-]")
@@ -59,6 +69,7 @@ class Ledger(Protocol):
     def agents(self) -> list[Agent]: ...
     def agent_key_digest(self, paw: str) -> str | None: ...
     def link(self, link_id: str) -> Link | None: ...
+    def save_links(self, links: Iterable[Link]) -> None: ...
     def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None: ...
     def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None: ...
     def settings(self) -> dict[str, AgentSettings]: ...
@@ -274,8 +285,9 @@ class BeaconCore:
         """A Caldera beacon: register an unknown paw (no secret, as Caldera), or update a known one.
 
         A known agent changes only in the fields the beacon carried (a result beacon carries a trimmed
-        profile; Caldera, too, leaves absent fields alone). Writes only when something changed. ``extras`` are Caldera profile fields stored as given; ``timing``
-        holds ``sleep_min``/``sleep_max``/``watchdog`` a registration may set (already bounds-checked).
+        profile; Caldera, too, leaves absent fields alone). Writes only when something changed. ``extras``
+        are Caldera profile fields stored as given; ``timing`` holds ``sleep_min``/``sleep_max``/``watchdog``
+        a registration may set (already bounds-checked).
         """
         now = self.clock()
         with self._lock:
@@ -448,11 +460,12 @@ class BeaconCore:
             chosen = next((executors[n] for n in agent.executors if n in executors), None)
             if chosen is None:
                 continue
+            command, _missing = fill(chosen.command, agent_globals(agent))
             task = Instruction(
                 id=f"deadman-{new_secret()[:16]}",
                 operation_id="",
                 executor=chosen.name,
-                command=chosen.command,
+                command=command,
                 timeout=chosen.timeout,
                 cleanup=False,
                 payloads=tuple(chosen.payloads),
@@ -540,14 +553,31 @@ class BeaconCore:
                 state = ResultState.ACCEPTED if accepted else ResultState.DUPLICATE
                 outcomes.append(ResultOutcome(result.link_id, state))
             except EmulationError as exc:
-                # Not live: its operation may have finished since the agent first sent it (a re-send after a
-                # reconnect). The stored link says whether it is ours and already has its result.
-                stored = self.ledger.link(result.link_id)
-                if stored is not None and stored.paw == paw and stored.status is not LinkStatus.EXECUTE:
-                    outcomes.append(ResultOutcome(result.link_id, ResultState.DUPLICATE))
-                else:
-                    outcomes.append(ResultOutcome(result.link_id, ResultState.REJECTED, str(exc)))
+                outcomes.append(self._late_result(paw, result, now, exc))
         return outcomes
+
+    def _late_result(self, paw: str, result: Result, now: float, exc: EmulationError) -> ResultOutcome:
+        """A result for a link no live operation holds: its operation ended (or the server restarted) while
+        the agent ran it, or the agent is re-sending after a reconnect. The stored link decides."""
+        stored = self.ledger.link(result.link_id)
+        if stored is None or stored.paw != paw:
+            return ResultOutcome(result.link_id, ResultState.REJECTED, str(exc))
+        if stored.status is not LinkStatus.EXECUTE:
+            return ResultOutcome(result.link_id, ResultState.DUPLICATE)
+        # The agent did run it: keep what it reports rather than lose it (the operation does not resume
+        # because of it; it only completes the record).
+        stored.status = result.status
+        stored.exit_code = result.exit_code
+        stored.stdout, stored.stderr = result.stdout, result.stderr
+        stored.pid, stored.start_ticks = result.pid, result.start_ticks
+        stored.started_at = result.started_at
+        stored.finished_at = now
+        stored.delegated_at = stored.delegated_at or now
+        self.ledger.save_links([stored])
+        self.ledger.save_result(result, paw, now, accepted=True)
+        return ResultOutcome(
+            result.link_id, ResultState.ACCEPTED, "recorded on a link of an operation not running"
+        )
 
     # -- operations (the agents the core knows join them) ----------------------------------------------------
     def start_operation(

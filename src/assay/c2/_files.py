@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from assay.c2._core import BeaconCore
 from assay.c2._payloads import MAX_UPLOAD_BYTES, PayloadStore, safe_name
