@@ -43,6 +43,15 @@ CONTENT = """\
     linux:
       sh:
         command: id -u
+- id: c2-slow
+  name: Slow
+  tactic: discovery
+  technique_id: T1082
+  safety: safe
+  platforms:
+    linux:
+      sh:
+        command: sleep 3; echo slow-done
 - id: c2-payload
   name: Payload
   tactic: execution
@@ -73,6 +82,7 @@ def write_content(base: Path, extra_adversaries: dict[str, list[str]] | None = N
     adversaries = {
         "c2-small": ["c2-echo", "c2-id"],
         "c2-payload": ["c2-payload"],
+        "c2-slow": ["c2-slow"],
         **(extra_adversaries or {}),
     }
     for name, order in adversaries.items():
