@@ -26,8 +26,9 @@ from c2_helpers import (
     serving,
     start_server,
     stop,
+    wait_for,
+    write_content,
 )
-from c2_helpers import wait_for, write_content
 
 from assay.storage import Store, sqlite_url
 
@@ -102,8 +103,9 @@ def test_deploy_command_fetches_the_zipapp_and_starts_the_agent(tmp_path: Path) 
             assert [lk["status"] for lk in _links(server, op)] == [0, 0, 0]
         assert (target / "assay-agent.pyz").read_bytes()[:2] == b"#!"
         status, body = server.call("GET", "/agent/assay-agent.pyz", key=None)
-        assert status == 401  # the agent is served to holders of the enrolment token only
-        assert paw
+        assert status == 401 and "enrolment token" in body["error"]  # served to token holders only
+        _, agents = server.call("GET", "/api/v2/agents")
+        assert any(a["paw"] == paw and a["exe_name"].startswith("python") for a in agents)
 
 
 def test_agent_rides_out_a_server_restart_and_delivers_the_result_it_held(tmp_path: Path) -> None:
@@ -177,7 +179,7 @@ def test_kill_makes_the_agent_run_its_deadman_instructions_and_exit(tmp_path: Pa
             (task,) = wait_for(deadman_dispatched, what="the deadman instruction to be delivered")
             assert task["data"]["command"] == f"echo hello-from-{paw}"
             status, killed = server.call("POST", f"/api/v2/agents/kill/{paw}")
-            assert status == 200, op
+            assert status == 200 and killed["status"] == "pending kill"
             assert agent.wait(timeout=30) == 0
             assert "deadman" in (agent.stderr.read() if agent.stderr else "")
         store = Store.open(sqlite_url(server.data_dir), migrate=False)
