@@ -1,4 +1,4 @@
-"""Beacon throughput: N simulated Caldera agents beaconing back to back against `assay serve --caldera-compat`.
+"""Beacon throughput: N simulated Caldera agents beaconing back to back against assay serve --caldera-compat.
 
 For each N (default 100, 500, 2,000) it starts a fresh server, registers N agents, then lets every agent send
 its next beacon the moment the previous reply arrives, for a bounded time. It prints beacons/s, p50/p99
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import random
@@ -100,8 +101,22 @@ def _started(cmd: list[str], env: dict[str, str] | None = None) -> Server:
 
 
 def start_assay(data_dir: Path, *extra: str) -> Server:
-    cmd = [sys.executable, "-c", "from assay.cli import main; main()", "serve", "--port", "0",
-           "--data-dir", str(data_dir), "--api-key", KEY, "--enrol-token", TOKEN, "--caldera-compat", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        "from assay.cli import main; main()",
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--api-key",
+        KEY,
+        "--enrol-token",
+        TOKEN,
+        "--caldera-compat",
+        *extra,
+    ]
     return _started(cmd)
 
 
@@ -279,7 +294,8 @@ def beacons(agent_counts: list[int], duration: float) -> None:
             print(
                 f"{n:>6} {name:>8} {r['rate']:>10.0f} {r['p50'] * 1000:>8.1f} {r['p99'] * 1000:>8.1f} "
                 f"{r['errors']:>6.0f} {r['served']:>5.0f}/{n:<3} "
-                f"{r['rss_before']:>9.1f}→{r['rss_after']:<9.1f} {r['server_cpu']:>5.2f}/{r['generator_cpu']:.2f}"
+                f"{r['rss_before']:>9.1f}→{r['rss_after']:<9.1f} "
+                f"{r['server_cpu']:>5.2f}/{r['generator_cpu']:.2f}"
             )
         ratio = assay["rate"] / base["rate"] if base["rate"] else float("nan")
         print(f"{'':>6} {'ratio':>8} {ratio:>10.2f}  (assay /beacon ÷ trivial endpoint)")
@@ -306,8 +322,10 @@ def auth_cost() -> None:
     cached = (time.perf_counter() - t0) / rounds
     print("\nauth: API key verification (scrypt at rest, keyed cache in memory)")
     print(f"  first use (scrypt, in a worker thread): {first * 1000:.1f} ms")
-    print(f"  every later request (HMAC + dict, on the event loop): {cached * 1e6:.2f} µs "
-          f"({first / cached:,.0f}x cheaper); Caldera: argon2 per request, 170-300 ms")  # fmt: skip
+    print(
+        f"  every later request (HMAC + dict, on the event loop): {cached * 1e6:.2f} µs "
+        f"({first / cached:,.0f}x cheaper); Caldera: argon2 per request, 170-300 ms"
+    )
     with tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp:
         server = start_assay(Path(tmp) / "data")
         try:
@@ -322,7 +340,8 @@ def auth_cost() -> None:
                     except urllib.error.HTTPError as exc:
                         exc.close()
                     times.append(time.perf_counter() - t0)
-                print(f"  GET /api/v2/health, {label}: median {statistics.median(times) * 1000:.2f} ms over 200")
+                median = statistics.median(times) * 1000
+                print(f"  GET /api/v2/health, {label}: median {median:.2f} ms over 200")
         finally:
             server.stop()
 
@@ -333,19 +352,40 @@ def native_links(n: int, agents: int = 2) -> None:
         base = Path(tmp)
         content = base / "content"
         content.mkdir()
-        abilities = [{"id": f"true-{i}", "name": "true", "tactic": "execution", "technique_id": "T1059.004",
-                      "executors": [{"name": "sh", "platform": "linux", "command": "true"}]} for i in range(n)]  # fmt: skip
+        abilities = [
+            {
+                "id": f"true-{i}",
+                "name": "true",
+                "tactic": "execution",
+                "technique_id": "T1059.004",
+                "executors": [{"name": "sh", "platform": "linux", "command": "true"}],
+            }
+            for i in range(n)
+        ]
         (content / "abilities.yml").write_text(json.dumps(abilities))
         (content / "adversary.yml").write_text(
-            json.dumps({"adversary_id": "bench", "name": "bench", "atomic_ordering": [a["id"] for a in abilities]})
+            json.dumps(
+                {"adversary_id": "bench", "name": "bench", "atomic_ordering": [a["id"] for a in abilities]}
+            )
         )
         server = start_assay(base / "data", "--content", str(content))
         procs = []
         try:
             env = {**ENV, "PYTHONPATH": str(ROOT / "src")}
             for _ in range(agents):
-                cmd = [sys.executable, "-m", "assay.agent", "--server", server.url, "--enrol-token", TOKEN,
-                       "--group", "native", "--workdir", str(base / "work")]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "assay.agent",
+                    "--server",
+                    server.url,
+                    "--enrol-token",
+                    TOKEN,
+                    "--group",
+                    "native",
+                    "--workdir",
+                    str(base / "work"),
+                ]
                 procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL))
 
             def call(method: str, path: str, body: object = None) -> object:
@@ -359,8 +399,11 @@ def native_links(n: int, agents: int = 2) -> None:
             while len(call("GET", "/api/v2/agents")) < agents:  # type: ignore[arg-type]
                 time.sleep(0.05)
             time.sleep(0.5)  # every agent is holding a beacon
-            op = call("POST", "/api/v2/operations",
-                      {"name": "bench", "adversary": {"adversary_id": "bench"}, "group": "native"})  # fmt: skip
+            op = call(
+                "POST",
+                "/api/v2/operations",
+                {"name": "bench", "adversary": {"adversary_id": "bench"}, "group": "native"},
+            )
             assert isinstance(op, dict)
             while op["state"] != "finished":
                 time.sleep(0.05)
@@ -376,8 +419,9 @@ def native_links(n: int, agents: int = 2) -> None:
     ran = [lk for lk in links if lk["delegated_at"] and lk["started_at"]]
     delivered = sorted(lk["delegated_at"] - lk["planned_at"] for lk in ran)
     started = sorted(lk["started_at"] - lk["planned_at"] for lk in ran)
-    gap = sorted(b["delegated_at"] - a["finished_at"] for a, b in zip(ran, ran[1:], strict=False)
-                 if a["paw"] == b["paw"])  # fmt: skip
+    gap = sorted(
+        b["delegated_at"] - a["finished_at"] for a, b in itertools.pairwise(ran) if a["paw"] == b["paw"]
+    )
 
     def ms(values: list[float], q: float) -> str:
         return f"{values[min(len(values) - 1, int(q * len(values)))] * 1000:.1f}" if values else "-"
@@ -390,7 +434,9 @@ def native_links(n: int, agents: int = 2) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--agents", default="100,500,2000")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run (max 60)")
     parser.add_argument("--native-links", type=int, default=20)
@@ -403,8 +449,10 @@ def main() -> None:
         generator = "uvloop"
     except ImportError:
         generator = "asyncio"
-    print(f"load generator: this process, one {generator} loop, raw sockets, HTTP/1.1 keep-alive, "
-          f"one connection per agent; {os.cpu_count()} CPUs shared with the server")  # fmt: skip
+    print(
+        f"load generator: this process, one {generator} loop, raw sockets, HTTP/1.1 keep-alive, "
+        f"one connection per agent; {os.cpu_count()} CPUs shared with the server"
+    )
     beacons(counts, min(args.duration, 60.0))
     auth_cost()
     if args.native_links:
