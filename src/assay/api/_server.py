@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from assay.api._app import create_app
+from assay.api._http import CoalescingHttpToolsProtocol
 from assay.api._state import API_KEY, ENROL_TOKEN, ServerConfig, open_state
 from assay.errors import ConfigError
 
@@ -58,7 +59,7 @@ def serve(
     # Held beacons would otherwise delay a stop by up to their wait: give open requests 2 s, then close.
     # The stdlib asyncio loop, not uvloop: under 2,000 agents beaconing back to back, uvloop stopped accepting
     # new connections (1,800 of 2,000 agents never got an answer); asyncio served all of them, fairly
-    # (bench/beacons.py). httptools parses HTTP either way.
+    # (bench/beacons.py). httptools parses HTTP.
     config_ = uvicorn.Config(
         app,
         log_level=log_level,
@@ -66,7 +67,7 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=2,
         loop="asyncio",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,  # httptools, one write per response (see _http)
         backlog=4096,
         timeout_keep_alive=75,  # agents keep one connection open between beacons
     )
