@@ -179,7 +179,10 @@ def test_kill_makes_the_agent_run_its_deadman_instructions_and_exit(tmp_path: Pa
             (task,) = wait_for(deadman_dispatched, what="the deadman instruction to be delivered")
             assert task["data"]["command"] == f"echo hello-from-{paw}"
             status, killed = server.call("POST", f"/api/v2/agents/kill/{paw}")
-            assert status == 200 and killed["status"] == "pending kill"
+            assert status == 200 and killed["status"] in (
+                "pending kill",
+                "dead",
+            )  # a held beacon may be quicker
             assert agent.wait(timeout=30) == 0
             assert "deadman" in (agent.stderr.read() if agent.stderr else "")
         store = Store.open(sqlite_url(server.data_dir), migrate=False)

@@ -11,12 +11,25 @@ def test_rounds_telemetry_and_rules_are_served_from_storage(tmp_path: Path) -> N
     import subprocess
 
     with serving(tmp_path) as server:
-        event = {"@timestamp": 1.0, "event": {"action": "exec", "source": "replay"}, "host": {"name": "h1"},
-                 "process": {"pid": 7, "entity_id": "7:1", "args": ["id"]}}  # fmt: skip
-        loss = {"@timestamp": 2.0, "event": {"action": "loss", "source": "ebpf"}, "host": {"name": "h1"},
-                "loss": {"count": 5, "window": {"start": 1.0, "end": 2.0}}}  # fmt: skip
-        alert = {"id": "a1", "@timestamp": 1.5, "rule": {"id": "r1", "title": "t", "level": "high"},
-                 "techniques": ["T1082"], "process": {"entity_id": "7:1", "pid": 7, "lineage": ["7:1"]}}  # fmt: skip
+        event = {
+            "@timestamp": 1.0,
+            "event": {"action": "exec", "source": "replay"},
+            "host": {"name": "h1"},
+            "process": {"pid": 7, "entity_id": "7:1", "args": ["id"]},
+        }
+        loss = {
+            "@timestamp": 2.0,
+            "event": {"action": "loss", "source": "ebpf"},
+            "host": {"name": "h1"},
+            "loss": {"count": 5, "window": {"start": 1.0, "end": 2.0}},
+        }
+        alert = {
+            "id": "a1",
+            "@timestamp": 1.5,
+            "rule": {"id": "r1", "title": "t", "level": "high"},
+            "techniques": ["T1082"],
+            "process": {"entity_id": "7:1", "pid": 7, "lineage": ["7:1"]},
+        }
         assert (
             server.call("POST", "/api/v2/telemetry", {"events": [event, loss], "alerts": [alert]})[0] == 200
         )
