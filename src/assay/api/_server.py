@@ -70,6 +70,8 @@ def serve(
         http=CoalescingHttpToolsProtocol,  # httptools, one write per response (see _http)
         backlog=4096,
         timeout_keep_alive=75,  # agents keep one connection open between beacons
+        proxy_headers=False,  # nothing sits in front of it; X-Forwarded-* from a local agent is not trusted
+        server_header=False,
     )
     server = uvicorn.Server(config_)
     server.run(sockets=[sock])

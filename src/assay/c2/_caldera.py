@@ -283,6 +283,10 @@ def encode_instruction(instruction: Instruction) -> str:
 
 def encode_reply(paw: str, sleep: int, watchdog: int, instructions: list[Instruction]) -> bytes:
     """Base64 of ``{paw, sleep, watchdog, instructions}``; ``instructions``: a JSON string of JSON strings."""
+    if not instructions and paw.isascii():
+        # The idle reply, most beacons get it: a cleaned ASCII paw ([A-Za-z0-9_.-]) needs no JSON escaping.
+        idle = f'{{"paw": "{paw}", "sleep": {int(sleep)}, "watchdog": {int(watchdog)}, "instructions": "[]"}}'
+        return base64.b64encode(idle.encode("ascii"))
     reply = {
         "paw": paw,
         "sleep": sleep,
