@@ -253,3 +253,36 @@ def test_report_json_has_the_documented_shape() -> None:
 def test_links_that_never_finished_are_not_executed(status: int) -> None:
     report = run([link("p", "T1082", 290, 1, status=status, exit_code=None)], [], [])
     assert outcome(report, "p") == Outcome.NOT_EXECUTED
+
+
+def test_compare_rounds_orders_regressions_first() -> None:
+    from assay.validation import compare
+
+    def rep(op: str, outcomes: dict[str, str], detected: int) -> dict[str, Any]:
+        return {
+            "meta": {"operation_id": op},
+            "summary": {"detected": detected, "detection_rate_executed": detected / 4},
+            "techniques": [{"technique_id": t, "outcome": o} for t, o in outcomes.items()],
+        }
+
+    before = rep("op1", {"T1082": "detected", "T1049": "missed_no_rule", "T1016": "missed_no_telemetry"}, 1)
+    after = rep("op2", {"T1082": "missed_no_rule", "T1049": "detected", "T1057": "detected"}, 2)
+    delta = compare(before, after)
+    assert delta.previous == "op1"
+    assert [(c.technique_id, c.kind) for c in delta.changes] == [
+        ("T1082", "no_longer_detected"),
+        ("T1049", "now_detected"),
+        ("T1057", "new"),
+        ("T1016", "dropped"),
+    ]
+    assert [c.technique_id for c in delta.regressions] == ["T1082"]
+    assert delta.summary == {"detected": 1.0, "detection_rate_executed": 0.25}
+    assert compare(after, after).changes == []
+
+
+def test_compare_rejects_a_report_without_techniques() -> None:
+    from assay.errors import AttributionError
+    from assay.validation import compare
+
+    with pytest.raises(AttributionError, match="previous report"):
+        compare({"summary": {}}, {"techniques": []})

@@ -46,6 +46,8 @@ class AssaySpecs:
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.agent",
     "assay.cli.demo",
+    "assay.cli.detect",
+    "assay.cli.rules",
     "assay.cli.sense",
     "assay.cli.serve",
     "assay.cli.watch",

@@ -37,7 +37,8 @@ def exec_event(
         "process.ancestry": ["999:9990", "1:1"],
         "user.id": 1000,
         "user.name": "tester",
-        **(PARENT_SHELL if parent is None else parent),
+        # an explicit parent is another process than the default shell: give it its own identity
+        **(PARENT_SHELL if parent is None else {"process.parent.entity_id": f"{pid + 50_000}:1", **parent}),
         **extra,
     }
     return Event.of("exec", "ebpf", _T0 + pid, host="h1", values=values)

@@ -165,3 +165,83 @@ def test_auditd_records_map_onto_events(tmp_path: Path) -> None:
     assert not hits(engine, ev("kill", process__executable="/usr/bin/gdb"))
     assert engine.consumed_actions >= {"exec", "file_write", "ptrace"}
     assert "fork" not in engine.consumed_actions
+
+
+def test_windash_wide_base64_and_negation(tmp_path: Path) -> None:
+    import base64
+
+    det = {
+        "w": {"CommandLine|windash|contains": "-enc"},
+        "b": {"CommandLine|wide|base64offset|contains": "iex"},
+        "n": {"User|neq": "root", "CurrentDirectory|exists": False},
+        "condition": "1 of them",
+    }
+    engine = rule_engine(tmp_path, det)
+    assert hits(engine, ev(process__command_line="x /enc y", user__name="root"))  # windash: '/' for '-'
+    assert hits(engine, ev(process__command_line="x \u2013enc y", user__name="root"))  # en dash
+    wide = base64.b64encode("xiex".encode("utf-16-le")).decode()
+    assert hits(engine, ev(process__command_line=f"p {wide}", user__name="root"))
+    assert hits(engine, ev(process__command_line="plain", user__name="alice"))  # neq + field absent
+    assert not hits(engine, ev(process__command_line="plain", user__name="ROOT"))
+    assert not hits(
+        engine, ev(process__command_line="plain", user__name="bob", process__working_directory="/")
+    )
+
+
+def test_timestamp_parts_and_fieldref_contains(tmp_path: Path) -> None:
+    det = {"sel": {"@timestamp|hour": 3, "CommandLine|fieldref|contains": "ParentImage"}, "condition": "sel"}
+    engine = rule_engine(tmp_path, det)
+    at_3 = 1_764_000_000 - (1_764_000_000 % 86400) + 3 * 3600 + 5  # 03:00:05 UTC
+    e = Event.of(
+        "exec",
+        "synthetic",
+        at_3,
+        values={"process.command_line": "run /usr/bin/x now", "process.parent.executable": "/USR/BIN/X"},
+    )
+    assert hits(engine, e)
+    e.fields["@timestamp"] = at_3 + 3600
+    assert not hits(engine, e)
+
+
+def test_unresolved_placeholder_is_unsupported_with_reason(tmp_path: Path) -> None:
+    doc = {
+        "title": "t",
+        "id": "56565656-5656-4565-8565-565656565656",
+        "logsource": {"product": "linux", "category": "process_creation"},
+        "detection": {"sel": {"Image|expand": "%admin_tools%"}, "condition": "sel"},
+    }
+    (tmp_path / "r.yml").write_text(yaml.safe_dump(doc))
+    engine = Engine.load(rule_paths=[tmp_path], include_builtin=False)
+    (info,) = engine.rules
+    assert not info.supported and info.reason is not None and "%admin_tools%" in info.reason
+
+
+def test_audit_keys_are_read_from_the_rules_own_definition() -> None:
+    from assay.detection._pipeline import audit_keys
+
+    keys = audit_keys(
+        "-w /usr/bin/wget -p x -k dl\n"
+        "-w /etc/cron.d -p wa -k cron\n"
+        "-a always,exit -F arch=b64 -S connect -k net\n"
+        "-a always,exit -F arch=b64 -S connect -F a2=16 -k net4\n"
+        "-w /etc/shadow -p r -k shadow\n"
+    )
+    assert keys["dl"] == [[("event.action", "exec"), ("process.executable", "/usr/bin/wget")]]
+    assert keys["cron"] == [[("event.action", "file_write"), ("file.path", "/etc/cron.d")]]
+    assert keys["net"] == [[("event.action", "connect")]]
+    assert "net4" not in keys  # an argument filter Assay cannot express: left unmapped, not approximated
+    assert "shadow" not in keys  # read watches are not Assay's file_read_sensitive
+
+
+def test_auditd_key_rule_fires_on_the_watched_behaviour(tmp_path: Path) -> None:
+    doc = {
+        "title": "t",
+        "id": "57575757-5757-4575-8575-575757575757",
+        "logsource": {"product": "linux", "service": "auditd", "definition": "-w /usr/bin/ncat -p x -k susp"},
+        "detection": {"sel": {"key": "susp"}, "condition": "sel"},
+    }
+    (tmp_path / "r.yml").write_text(yaml.safe_dump(doc))
+    engine = Engine.load(rule_paths=[tmp_path], include_builtin=False)
+    assert engine.rules[0].supported, engine.rules[0].reason
+    assert hits(engine, ev(process__executable="/usr/bin/ncat"))
+    assert not hits(engine, ev("connect", process__executable="/usr/bin/ncat"))

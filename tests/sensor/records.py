@@ -26,12 +26,13 @@ def hdr(
         ts_ns,
         start_ticks * NS + 1234,
         pstart_ticks * NS + 99,
-        7,  # cgroup id
         kind,
         flags,
         pid,
         pid,
         ppid,
+        ns_pid if ns_pid is not None else pid,
+        7,  # cgroup id
         uid,
         uid,
         0,
@@ -41,7 +42,6 @@ def hdr(
         mnt,
         net,
         pidns,
-        ns_pid if ns_pid is not None else pid,
         0,
         comm,
     )
@@ -74,6 +74,7 @@ def fork_rec(parent: int, parent_start: int, child: int, child_start: int, **kw:
         parent_start * NS,
         child,
         parent,
+        child,
     )
 
 

@@ -216,3 +216,42 @@ def test_split_argv() -> None:
     assert split_argv(b"a\0b c\0\0") == ["a", "b c", ""]
     assert split_argv(b"") == []
     assert split_argv(b"\xff\0") == ["\\xff"]
+
+
+def test_derived_contexts_equal_full_builds(dec: Decoder) -> None:
+    """fork_fields/exec_fields are shortcuts: they must give exactly what a rebuild gives."""
+    dec.decode(exec_rec([b"bash", b"-i"], b"/usr/bin/bash", b"/root", pid=100, start_ticks=5000))
+    child = dec.decode(fork_rec(parent=100, parent_start=5000, child=101, child_start=5001))
+    ex = dec.decode(
+        exec_rec([b"id"], b"/usr/bin/id", b"/tmp", pid=101, start_ticks=5001, ppid=100, pstart_ticks=5000)
+    )
+    assert child is not None and ex is not None
+    fresh = Decoder(ProcessTree(), "h1", by_number("x86_64"), {"mnt": 1, "net": 2, "pid": 3})
+    fresh.clock_offset = dec.clock_offset
+    for rec in (
+        exec_rec([b"bash", b"-i"], b"/usr/bin/bash", b"/root", pid=100, start_ticks=5000),
+        fork_rec(parent=100, parent_start=5000, child=101, child_start=5001),
+    ):
+        fresh.decode(rec)
+    info = fresh.tree.get("101:5001")
+    assert info is not None
+    info.cache = None  # force full builds from here on
+    parent = fresh.tree.get("100:5000")
+    assert parent is not None
+    parent.cache = None
+    ex2 = fresh.decode(
+        exec_rec([b"id"], b"/usr/bin/id", b"/tmp", pid=101, start_ticks=5001, ppid=100, pstart_ticks=5000)
+    )
+    assert ex2 is not None and ex2.fields == ex.fields
+    assert child["process.parent.args"] == ["bash", "-i"] and "process.parent.args_count" not in child
+
+
+def test_fork_context_shortcut_equals_a_rebuild(dec: Decoder) -> None:
+    dec.decode(exec_rec([b"bash", b"-i"], b"/usr/bin/bash", b"/root", pid=100, start_ticks=5000))
+    rec = fork_rec(parent=100, parent_start=5000, child=101, child_start=5001)
+    dec.decode(rec)
+    child = dec.tree.get("101:5001")
+    assert child is not None and child.cache is not None
+    derived = dict(child.cache)
+    rebuilt = dec._context(R.FORK.unpack_from(rec), child.cache_key, child)
+    assert derived == rebuilt

@@ -104,6 +104,12 @@ def test_exit_by_signal(watch: Watch, tmp_path: Path) -> None:
             "open",
         ),
         ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); libc.syscall(85, b'f1', 0o640)", "creat"),
+        (
+            "import ctypes, struct; libc = ctypes.CDLL(None, use_errno=True)\n"
+            "how = ctypes.create_string_buffer(struct.pack('<QQQ', 0o101, 0o640, 0))\n"
+            "libc.syscall(437, -100, b'f1', how, 24)",
+            "openat2",
+        ),
     ],
 )
 def test_file_write_every_open_variant(watch: Watch, tmp_path: Path, call: str, syscall: str) -> None:
@@ -111,6 +117,16 @@ def test_file_write_every_open_variant(watch: Watch, tmp_path: Path, call: str, 
     ev = one(events, "file_write", **{"process.pid": pid, "syscall.name": syscall})
     assert ev["file.path"] == str(tmp_path / "f1")
     assert ev["file.mode"] == 0o640 and ev["event.outcome"] == "success"
+
+
+def test_truncate_is_a_write(watch: Watch, tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("content")
+    pid, events = watch.python("import os; os.truncate('t', 0)", cwd=tmp_path)
+    one(
+        events,
+        "file_write",
+        **{"process.pid": pid, "syscall.name": "truncate", "file.path": str(tmp_path / "t")},
+    )
 
 
 def test_read_only_opens_are_filtered_in_the_kernel(watch: Watch, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from assay.sensor import _records as R
 from assay.sensor._syscalls import DESC
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "src" / "assay" / "sensor" / "bpf"
-SOURCES = ("sensor.bpf.c", "records.h", "vmlinux.h")
+SOURCES = ("sensor.bpf.c", "paths.bpf.h", "records.h", "vmlinux.h")
 
 
 def _c_asserts() -> dict[str, int]:
@@ -28,6 +28,8 @@ def test_python_formats_match_the_c_layouts() -> None:
     c = _c_asserts()
     py = R.layout_sizes()
     assert c["hdr"] == py["hdr"] == R.struct.calcsize("<" + R.HDR)
+    assert c["hdr.cgroup_id"] == py["hdr.cgroup_id"] and c["hdr.comm"] == py["hdr.comm"]
+    assert R.CTX.size == R.CTX_END - R.CTX_START
     assert c["exec_rec.data"] == py["exec_rec.data"]
     assert c["fork_rec"] == py["fork_rec"]
     assert c["exit_rec"] == py["exit_rec"]

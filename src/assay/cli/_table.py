@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -20,17 +21,9 @@ OUTCOME_STYLE: dict[str, str] = {
 
 def summary_table(report: RoundReport) -> Table:
     s = report.summary
-    table = Table(title="Validation summary", show_header=True, header_style="bold")
-    for col in (
-        "mapped",
-        "in profile",
-        "executed",
-        "testable",
-        "detected",
-        "rate (testable)",
-        "rate (executed)",
-    ):
-        table.add_column(col, justify="right")
+    table = Table(title="Validation summary", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for col in ("mapped", "profile", "executed", "testable", "detected", "rate/test", "rate/exec"):
+        table.add_column(col, justify="right", no_wrap=True)
     table.add_row(
         str(s.mapped),
         str(s.in_profile),
@@ -44,25 +37,28 @@ def summary_table(report: RoundReport) -> Table:
 
 
 def technique_table(report: RoundReport) -> Table:
-    table = Table(title="Techniques", show_header=True, header_style="bold", expand=False)
-    table.add_column("tactic")
-    table.add_column("technique")
-    table.add_column("name")
-    table.add_column("rule?", justify="center")
-    table.add_column("outcome")
-    table.add_column("events", justify="right")
-    table.add_column("alerts", justify="right")
+    table = Table(
+        title="Techniques", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, collapse_padding=True
+    )
+    # One line per technique at 80 columns: tactics become section rows, and only the name gives way.
+    table.add_column("technique", no_wrap=True, min_width=9)
+    table.add_column("name", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("rule", no_wrap=True, min_width=4)
+    table.add_column("outcome", no_wrap=True, min_width=19)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("alerts", justify="right", no_wrap=True)
+    tactic = None
     for t in report.techniques:
-        events = sum(r.events_seen for r in t.links)
-        alerts = sum(len(r.alerts) for r in t.links)
+        if t.tactic != tactic:
+            tactic = t.tactic
+            table.add_row("", Text(tactic or "(no tactic)", style="bold cyan"))
         table.add_row(
-            t.tactic,
             t.technique_id,
             t.name,
             "yes" if t.mapped else "no",
             Text(str(t.outcome), style=OUTCOME_STYLE.get(t.outcome, "")),
-            str(events),
-            str(alerts),
+            str(sum(r.events_seen for r in t.links)),
+            str(sum(len(r.alerts) for r in t.links)),
         )
     return table
 

@@ -65,6 +65,9 @@ def sense(
         int, typer.Option("--ring-mb", help="eBPF ring buffer size in MiB (power of two)")
     ] = 8,
     host: Annotated[str | None, typer.Option("--host", help="host name to put in events")] = None,
+    audit_wait: Annotated[
+        float, typer.Option("--audit-wait", help="seconds to wait for another audit daemon to let go")
+    ] = 0.0,
 ) -> None:
     """Watch this host and write normalized events (loss records included) as JSON Lines."""
     from assay.sensor import SelfNoise, open_source
@@ -72,7 +75,7 @@ def sense(
 
     try:
         noise = SelfNoise(ignore_pid or (), agent_pid or (), [_endpoint(s) for s in server or ()])
-        options: dict[str, object] = {"ring_bytes": ring_mb << 20}
+        options: dict[str, object] = {"ring_bytes": ring_mb << 20, "wait_for_owner": audit_wait}
         if sensitive_paths is not None:
             options["sensitive_paths"] = load_path_list(str(sensitive_paths))
         if source == "replay":

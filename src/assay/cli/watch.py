@@ -46,6 +46,7 @@ class Shipper:
         self.sent_events = 0
         self.sent_alerts = 0
         self.overflow = 0
+        self.rejected = 0
         self.last_error: str | None = None
 
     def add(self, events: Sequence[Event], alerts: Sequence[Alert]) -> None:
@@ -75,26 +76,52 @@ class Shipper:
     def flush(self) -> bool:
         if not self._events and not self._alerts:
             return True
-        body = {
-            "events": [event_to_dict(e) for e in self._events],
-            "alerts": [alert_to_dict(a) for a in self._alerts],
-        }
-        try:
-            resp = self._client.post("/api/v2/telemetry", content=json.dumps(body))
-        except httpx.HTTPError as exc:
-            self.last_error = f"server unreachable: {exc}"
-            return False
-        if resp.status_code >= 400:
-            # A 4xx means our records are bad: that is a bug to surface, not to retry forever.
+        for _attempt in range(2):
+            body = {
+                "events": [event_to_dict(e) for e in self._events],
+                "alerts": [alert_to_dict(a) for a in self._alerts],
+            }
+            try:
+                resp = self._client.post(
+                    "/api/v2/telemetry",
+                    content=json.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                self.last_error = f"server unreachable: {exc}"
+                return False
+            if resp.status_code == 422 and self._drop_rejected(resp):
+                continue  # the server named the bad records; resend the rest
             if 400 <= resp.status_code < 500:
                 raise AssayError(f"server rejected telemetry ({resp.status_code}): {resp.text[:500]}")
-            self.last_error = f"server error {resp.status_code}"
+            if resp.status_code >= 500:
+                self.last_error = f"server error {resp.status_code}"
+                return False
+            self.sent_events += len(self._events)
+            self.sent_alerts += len(self._alerts)
+            self._events.clear()
+            self._alerts.clear()
+            self.last_error = None
+            return True
+        return False
+
+    def _drop_rejected(self, resp: httpx.Response) -> bool:
+        """Remove the records a 422 names (``events[3]``, ``alerts[0]``), each reported; False if none."""
+        try:
+            details = resp.json().get("details") or []
+        except ValueError:
             return False
-        self.sent_events += len(self._events)
-        self.sent_alerts += len(self._alerts)
-        self._events.clear()
-        self._alerts.clear()
-        self.last_error = None
+        bad: dict[str, set[int]] = {"events": set(), "alerts": set()}
+        for item in details:
+            kind, _, rest = str(item.get("index", "")).partition("[")
+            if kind in bad and rest.rstrip("]").isdigit():
+                bad[kind].add(int(rest.rstrip("]")))
+                typer.echo(f"telemetry record rejected by the server: {item}", err=True)
+        if not bad["events"] and not bad["alerts"]:
+            return False
+        self._events = [e for i, e in enumerate(self._events) if i not in bad["events"]]
+        self._alerts = [a for i, a in enumerate(self._alerts) if i not in bad["alerts"]]
+        self.rejected += len(bad["events"]) + len(bad["alerts"])
         return True
 
     def close(self) -> None:
@@ -209,7 +236,13 @@ def watch(
                 pending_alerts.extend(engine.process(event))
             pending_events.extend(batch)
             if final:
-                pending_events.extend(sensor.poll(timeout=0.0))  # what the kernel still holds
+                # stop() detaches first and keeps what the kernel still held plus the final loss count;
+                # one more poll() returns them, so nothing the sensor saw is left behind.
+                sensor.stop()
+                tail = sensor.poll(timeout=0.0)
+                for event in tail:
+                    pending_alerts.extend(engine.process(event))
+                pending_events.extend(tail)
                 pending_alerts.extend(engine.flush(time.time() + 3600.0))  # close every open window
             now = time.monotonic()
             if final or now >= next_ship:
@@ -228,7 +261,7 @@ def watch(
             if final:
                 break
     finally:
-        sensor.stop()
+        sensor.stop()  # idempotent: already stopped on the normal path
         stats = sensor.stats()
         if sink:
             sink.close()
@@ -237,6 +270,8 @@ def watch(
             summary += f"; shipped {shipper.sent_events} events, {shipper.sent_alerts} alerts"
             if shipper.last_error:
                 summary += f"; NOT shipped ({shipper.last_error})"
+            if shipper.rejected:
+                summary += f"; {shipper.rejected} records rejected by the server (listed above)"
             if shipper.overflow:
                 summary += f"; {shipper.overflow} events lost to backlog overflow (reported as loss)"
             shipper.close()

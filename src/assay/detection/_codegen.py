@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -86,8 +87,16 @@ def _number(value: Any) -> float | None:
 
 
 def _numeq(raw: Any, number: float) -> bool:
-    n = _number(raw)
-    return n is not None and n == number
+    """Sigma number equality: numerically against a number, by spelling against text ('777' is 777,
+    '0777' is not), so an argv element or a log field compares the way it was written."""
+    if isinstance(raw, bool):
+        return False
+    if isinstance(raw, int | float):
+        return float(raw) == number
+    if isinstance(raw, str):
+        spelled = str(int(number)) if float(number).is_integer() else repr(number)
+        return raw == spelled
+    return False
 
 
 def _bool(raw: Any, value: bool) -> bool:
@@ -149,12 +158,16 @@ def _element(raw: Any, index: int) -> Any:
 
 def _texts(raw: Any) -> list[str]:
     if isinstance(raw, list):
-        return [t for t in map(text, raw) if t is not None]
+        try:
+            "".join(raw)  # C-level proof that every element is a str: the common case needs no copy
+        except TypeError:
+            return [t for t in map(text, raw) if t is not None]
+        return raw
     t = text(raw)
     return [t] if t is not None else []
 
 
-class _Emitter:
+class Emitter:
     """Accumulates constants and per-field locals while rendering expressions."""
 
     def __init__(self) -> None:
@@ -174,7 +187,8 @@ class _Emitter:
         self.prologue: list[str] = []
 
     def const(self, kind: str, value: Any) -> str:
-        key = (kind, value)
+        # tables and automata are unhashable and never shared: key them by identity
+        key = (kind, id(value)) if kind in ("dict", "auto", "caller") else (kind, value)
         name = self._const_ids.get(key)
         if name is None:
             name = f"_k{len(self._const_ids)}"
@@ -198,22 +212,29 @@ class _Emitter:
             return name
         name = f"v{len(self.locals)}"
         self.locals[key] = name
+        # Inline expressions rather than helper calls where the common case is a plain string: this
+        # prologue runs for every event.
         if view == "raw":
             if field.name == FULLTEXT:
                 src = "_fulltext(f)"
             elif field.index is not None:
-                src = f"_element(f.get({field.name!r}), {field.index})"
+                b = self.var(FieldRef(field.name), "raw")
+                i = field.index
+                src = f"{b}[{i}] if {b}.__class__ is list and len({b}) > {i} else None"
             else:
                 src = f"f.get({field.name!r})"
         elif view == "text":
-            src = f"_text({self.var(field, 'raw')})"
+            r = self.var(field, "raw")
+            src = f"{r} if {r}.__class__ is str else _text({r})"
         elif view == "lower":
             t = self.var(field, "text")
             src = f"{t}.lower() if {t} is not None else None"
         elif view == "list":
             src = f"_texts({self.var(field, 'raw')})"
+        elif view == "joined":  # list elements, lower-cased, NUL-joined: one text to search literals in
+            src = f"'\\x00'.join({self.var(field, 'llist')})"
         else:  # llist
-            src = f"[x.lower() for x in {self.var(field, 'list')}]"
+            src = f"list(map(str.lower, {self.var(field, 'list')}))"
         self.prologue.append(f"    {name} = {src}")
         return name
 
@@ -222,7 +243,7 @@ def _is_list(field: FieldRef) -> bool:
     return field.index is None and field.name in LIST_FIELDS
 
 
-def render(node: Node, em: _Emitter) -> str:
+def render(node: Node, em: Emitter) -> str:
     if isinstance(node, Const):
         return "True" if node.value else "False"
     if isinstance(node, And):
@@ -235,18 +256,18 @@ def render(node: Node, em: _Emitter) -> str:
     return _render_match(node, em)
 
 
-def _render_match(node: Match, em: _Emitter) -> str:
+def _render_match(node: Match, em: Emitter) -> str:
     field, test = node.field, node.test
     if isinstance(test, StrTest):
         if _is_list(field):
             lst = em.var(field, "list" if test.cased else "llist")
-            return f"any({_str_expr('x', test, em)} for x in {lst})"
+            return _list_str_expr(lst, test, em)
         v = em.var(field, "text" if test.cased else "lower")
         return f"({v} is not None and {_str_expr(v, test, em)})"
     if isinstance(test, RegexTest):
         rx = em.const("re", (test.pattern, test.flags))
         if _is_list(field):
-            return f"any({rx}.search(x) is not None for x in {em.var(field, 'list')})"
+            return f"any(map({rx}.search, {em.var(field, 'list')}))"
         v = em.var(field, "text")
         return f"({v} is not None and {rx}.search({v}) is not None)"
     if isinstance(test, CidrTest):
@@ -282,7 +303,25 @@ def _render_match(node: Match, em: _Emitter) -> str:
     raise TypeError(f"no code for {type(test).__name__}")  # unreachable: the IR is closed
 
 
-def _str_expr(v: str, test: StrTest, em: _Emitter) -> str:
+def _list_str_expr(lst: str, test: StrTest, em: Emitter) -> str:
+    """Any element passes: C-level ``map`` over the elements, no Python generator per event."""
+    vals = test.values
+    if test.kind == "any":
+        return f"bool({lst})"
+    if test.kind == "eq":
+        return f"not {em.const('set', vals)}.isdisjoint({lst})"
+    if test.kind in ("prefix", "suffix"):
+        method = "startswith" if test.kind == "prefix" else "endswith"
+        caller = em.const("caller", operator.methodcaller(method, vals if len(vals) > 1 else vals[0]))
+        return f"any(map({caller}, {lst}))"
+    if test.kind == "contains":
+        rx = em.const("re", ("|".join(re.escape(x) for x in vals), 0))
+        return f"any(map({rx}.search, {lst}))"
+    rx = em.const("re", ("|".join(f"(?:{x})" for x in vals), re.DOTALL))
+    return f"any(map({rx}.fullmatch, {lst}))"
+
+
+def _str_expr(v: str, test: StrTest, em: Emitter) -> str:
     vals = test.values
     if test.kind == "any":
         return "True"
@@ -306,7 +345,7 @@ def _str_expr(v: str, test: StrTest, em: _Emitter) -> str:
 
 def build_matcher(rules: Sequence[tuple[int, Node]], name: str = "bucket") -> Matcher:
     """One function returning the indices (as given) of the rules in ``rules`` that match event fields."""
-    em = _Emitter()
+    em = Emitter()
     body: list[str] = []
     for index, node in rules:
         body.append(f"    if {render(node, em)}:\n        out.append({index})")

@@ -8,6 +8,7 @@ ends lets the engine ask questions of a rule, such as which ``event.action`` val
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -210,6 +211,16 @@ def action_bound(node: Node) -> frozenset[str] | None:
     return None
 
 
+def walk(node: Node) -> Iterator[Node]:
+    """``node`` and every node under it."""
+    yield node
+    if isinstance(node, And | Or):
+        for c in node.children:
+            yield from walk(c)
+    elif isinstance(node, Not):
+        yield from walk(node.child)
+
+
 def fields_of(node: Node) -> set[FieldRef]:
     """Every field the condition reads (for the per-bucket prologue and for documentation)."""
     if isinstance(node, Match):
@@ -225,3 +236,39 @@ def fields_of(node: Node) -> set[FieldRef]:
     if isinstance(node, Not):
         return fields_of(node.child)
     return set()
+
+
+def _str_holds(test: StrTest, value: str) -> bool | None:
+    v = value if test.cased else value.lower()
+    if test.kind == "any":
+        return True
+    if test.kind == "eq":
+        return v in test.values
+    if test.kind == "prefix":
+        return v.startswith(test.values)
+    if test.kind == "suffix":
+        return v.endswith(test.values)
+    if test.kind == "contains":
+        return any(x in v for x in test.values)
+    return None  # glob: left to the generated code
+
+
+def specialize_action(node: Node, action: str) -> Node:
+    """``node`` for events whose ``event.action`` is ``action``: tests on the action become constants.
+
+    The engine runs a rule only on the actions its bound admits, so inside a bucket the action tests are
+    known; folding them removes a test per rule per event."""
+
+    def go(n: Node) -> Node:
+        if isinstance(n, Match) and n.field == ACTION and isinstance(n.test, StrTest):
+            holds = _str_holds(n.test, action)
+            return n if holds is None else Const(holds)
+        if isinstance(n, And):
+            return And(tuple(go(c) for c in n.children))
+        if isinstance(n, Or):
+            return Or(tuple(go(c) for c in n.children))
+        if isinstance(n, Not):
+            return Not(go(n.child))
+        return n
+
+    return simplify(go(node))

@@ -216,6 +216,39 @@ def _line_for_reason(doc: _Document, reason: str) -> int:
     return doc.lines.get(("logsource",), doc.line)
 
 
+# Parsed files by (path, mtime, size): parsing and compiling a rule with pySigma costs milliseconds, and
+# the same files are loaded again by every Engine (tests, `assay rules`, coverage). Entries are never
+# mutated by an Engine (it copies what it changes), so sharing them is safe.
+_CACHE: dict[tuple[str, int, int], list[LoadedRule | DetectionError]] = {}
+_CACHE_MAX = 4096
+
+
+def _load_file(path: Path) -> list[LoadedRule | DetectionError]:
+    try:
+        st = path.stat()
+        key: tuple[str, int, int] | None = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
+    out: list[LoadedRule | DetectionError] = []
+    try:
+        docs = read_documents(path)
+    except DetectionError as exc:
+        docs = []
+        out.append(exc)
+    for i, doc in enumerate(docs):
+        try:
+            out.append(load_document(path, doc, i))
+        except DetectionError as exc:
+            out.append(exc)
+    if key is not None:
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[key] = out
+    return out
+
+
 def load_rules(paths: Iterable[str | Path], errors: ErrorCollector) -> list[LoadedRule]:
     """Every rule of every file under ``paths``; bad files and documents go to ``errors``."""
     out: list[LoadedRule] = []
@@ -223,12 +256,11 @@ def load_rules(paths: Iterable[str | Path], errors: ErrorCollector) -> list[Load
     with errors.capture():
         files = list(rule_files(paths))
     for path in files:
-        docs: list[_Document] = []
-        with errors.capture():
-            docs = read_documents(path)
-        for i, doc in enumerate(docs):
-            with errors.capture():
-                out.append(load_document(path, doc, i))
+        for item in _load_file(path):
+            if isinstance(item, DetectionError):
+                errors.add(item)
+            else:
+                out.append(item)
     return out
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sigma.conditions import ConditionAND
+from sigma.conditions import ConditionAND, ConditionOR
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaTransformationError
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
@@ -316,6 +316,7 @@ class AssayMapping(PreprocessingTransformation):
 
     # auditd ------------------------------------------------------------------------------------------
     def _auditd(self, rule: SigmaRule) -> tuple[str, ...]:
+        self._keys = audit_keys(rule.logsource.definition or "")
         for detection in rule.detection.detections.values():
             self._audit_detection(detection, record=None)
         return SYSCALL_ACTIONS
@@ -353,6 +354,8 @@ class AssayMapping(PreprocessingTransformation):
                 item.field = "file.path"
             elif low in _AUDIT_COMMON:
                 item.field = _AUDIT_COMMON[low]
+            elif low == "key" and self._keys:
+                items[i] = self._key_detection(item)
             elif low in _AUDIT_WHY_NOT:
                 raise Unmappable(f"auditd field '{name}': {_AUDIT_WHY_NOT[low]}")
             elif _dotted_ok(name):
@@ -362,6 +365,20 @@ class AssayMapping(PreprocessingTransformation):
         if needs_exec and and_linked:
             # aN without a record type can only be an EXECVE record's argv (a SYSCALL's aN is refused above).
             items.append(_item("event.action", ["exec"]))
+
+    def _key_detection(self, item: SigmaDetectionItem) -> SigmaDetection:
+        """``key: K`` means "recorded by the audit rules tagged K": the rule's own ``definition`` says which
+        those are, so the key becomes the behaviour they watch."""
+        alternatives: list[SigmaDetectionItem | SigmaDetection] = []
+        for key in _plain_values(item, "key"):
+            watched = self._keys.get(key)
+            if not watched:
+                raise Unmappable(
+                    f"auditd field 'key': the rule's definition does not define key '{key}' in a form "
+                    "Assay can map (-w PATH -p x|w|a, or -a ... -S SYSCALL with only arch filters)"
+                )
+            alternatives.extend(SigmaDetection([_item(f, [v]) for f, v in pairs]) for pairs in watched)
+        return SigmaDetection(alternatives, item_linking=ConditionOR)
 
     @staticmethod
     def _audit_types(types: list[str]) -> list[str]:
@@ -399,6 +416,100 @@ class AssayMapping(PreprocessingTransformation):
         rule.detection.parsed_condition = [
             SigmaCondition(c, rule.detection, rule.detection.source) for c in rule.detection.condition
         ]
+
+
+def audit_keys(definition: str) -> dict[str, list[list[tuple[str, str]]]]:
+    """Audit rules in a Sigma logsource ``definition``, by key: for each key, the alternatives it stands
+    for, each a list of (event field, value) that must all hold.
+
+    ``-w PATH -p x -k K`` → exec of PATH; ``-p w``/``-p a`` → file_write of PATH. ``-a ... -S SYSCALL
+    [-F arch=...] -k K`` → that syscall's action. Anything else (read watches, other ``-F`` filters) is
+    left out, which makes a rule using that key unsupported rather than approximated."""
+    import shlex
+
+    keys: dict[str, list[list[tuple[str, str]]]] = {}
+    bad: set[str] = set()
+    for line in definition.splitlines():
+        try:
+            tokens = shlex.split(line.strip())
+        except ValueError:
+            continue
+        if not tokens or tokens[0] not in ("-w", "-a"):
+            continue
+        key = None
+        perms = ""
+        syscalls: list[str] = []
+        filters_ok = True
+        it = iter(range(len(tokens)))
+        for i in it:
+            tok = tokens[i]
+            arg = tokens[i + 1] if i + 1 < len(tokens) else ""
+            if tok == "-k":
+                key = arg
+            elif tok == "-p":
+                perms = arg
+            elif tok == "-S":
+                syscalls.extend(arg.split(","))
+            elif tok == "-F":
+                name, _, value = arg.partition("=")
+                if name == "key":
+                    key = value
+                elif name != "arch":
+                    filters_ok = False
+            else:
+                continue
+            next(it, None)
+        if key is None:
+            continue
+        alts: list[list[tuple[str, str]]] = []
+        if tokens[0] == "-w":
+            path = tokens[1] if len(tokens) > 1 else ""
+            if "r" in perms or not perms or not path:
+                bad.add(key)
+                continue
+            if "x" in perms:
+                alts.append([("event.action", "exec"), ("process.executable", path)])
+            if "w" in perms or "a" in perms:
+                alts.append([("event.action", "file_write"), ("file.path", path)])
+        else:
+            actions = [_AUDIT_SYSCALLS.get(sc.lower()) for sc in syscalls]
+            if not filters_ok or not actions or None in actions:
+                bad.add(key)
+                continue
+            alts.extend([("event.action", a)] for a in dict.fromkeys(a for a in actions if a))
+        keys.setdefault(key, []).extend(alts)
+    for key in bad:  # a key whose rules Assay cannot all express stays unmapped as a whole
+        keys.pop(key, None)
+    return keys
+
+
+def is_fed(logsource: dict[str, str]) -> bool:
+    """Whether some Assay source produces events for this logsource (the denominator of support rates)."""
+    category, service = logsource.get("category"), logsource.get("service")
+    if (logsource.get("product") or "linux").lower() != "linux":
+        return False
+    if category:
+        return category.lower() in CATEGORIES
+    if service:
+        return service.lower() == "auditd" or service.lower() in SERVICES
+    return False
+
+
+def event_field(rule: SigmaRule, name: str) -> str:
+    """The event field a Sigma field name of ``rule``'s logsource reads (correlation group-by, fields)."""
+    ls = rule.logsource
+    if ls.service and ls.service.lower() == "auditd":
+        low = name.lower()
+        if low in _AUDIT_COMMON:
+            return _AUDIT_COMMON[low]
+        if low == "name":
+            return "file.path"
+        if low == "syscall" or low == "type":
+            return "event.action"
+        if _dotted_ok(name):
+            return name
+        raise Unmappable(f"auditd field '{name}' has no Assay event field")
+    return AssayMapping._field(name, AssayMapping._logsource(ls))
 
 
 def assay_pipeline() -> ProcessingPipeline:

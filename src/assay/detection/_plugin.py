@@ -12,3 +12,11 @@ RULES_DIR = Path(__file__).resolve().parent / "rules"
 @hookimpl
 def rule_paths() -> list[Path]:
     return [RULES_DIR]
+
+
+ALLOWLISTS_DIR = Path(__file__).resolve().parent / "allowlists"
+
+
+@hookimpl
+def allowlist_paths() -> list[Path]:
+    return sorted(ALLOWLISTS_DIR.glob("*.yml"))

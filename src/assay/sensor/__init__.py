@@ -12,12 +12,17 @@
         batch = source.poll(timeout=0.05)   # list[Event], loss events included
         source.stats()                # {"events": n, "dropped": n, ...}
 
-Sources: ``ebpf`` (libbpf CO-RE through ctypes), ``replay`` (JSON Lines).
+Sources: ``ebpf`` (libbpf CO-RE through ctypes), ``audit`` (the sensor as audit daemon), ``proc_connector``
+(process lineage only), ``authlog`` (ssh/sudo/su outcomes), ``replay`` (JSON Lines). ``auto`` tries ebpf,
+audit, proc_connector in that order.
 """
 
+from assay.sensor._audit import AuditSource
+from assay.sensor._authlog import AuthlogSource
 from assay.sensor._ebpf import EbpfSource, object_path, probe_ebpf
 from assay.sensor._noise import SelfNoise
 from assay.sensor._open import AUTO_ORDER, SOURCE_NAMES, open_source
+from assay.sensor._proc_connector import ProcConnectorSource
 from assay.sensor._replay import ReplaySource
 from assay.sensor._sensitive import DEFAULT_SENSITIVE_PATHS, SensitiveSet, compile_paths
 from assay.sensor._source import Source, loss_event
@@ -27,7 +32,10 @@ __all__ = [
     "AUTO_ORDER",
     "DEFAULT_SENSITIVE_PATHS",
     "SOURCE_NAMES",
+    "AuditSource",
+    "AuthlogSource",
     "EbpfSource",
+    "ProcConnectorSource",
     "ProcessInfo",
     "ProcessTree",
     "ReplaySource",

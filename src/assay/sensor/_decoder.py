@@ -7,46 +7,47 @@ go. Tests drive it with records packed by hand, so it needs neither root nor a k
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from assay.errors import SensorError
-from assay.events import Action, Event, entity_id
-from assay.sensor import _net
+from assay.events import Action, Event
 from assay.sensor import _records as R
-from assay.sensor._syscalls import NO_ARG, NOT_PATH, Syscall
-from assay.sensor._tree import ProcessInfo, ProcessTree, container_id_from_cgroup
+from assay.sensor._actions import (
+    OPEN_FAMILY,
+    WRITE_INTENT,
+    join_path,
+    kill_worth_reporting,
+    open_flags,
+    socket_fields,
+    syscall_fields,
+)
+from assay.sensor._syscalls import Syscall
+from assay.sensor._tree import ProcessInfo, ProcessTree, container_id_from_cgroup, exec_fields, fork_fields
 
 _NS_PER_TICK = 10_000_000  # USER_HZ = 100
-_AT_REMOVEDIR = 0x200
-_O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC = 0o1, 0o2, 0o100, 0o1000
 _EINPROGRESS = 115
 _EXEC, _FORK, _EXIT = Action.EXEC.value, Action.FORK.value, Action.EXIT.value
-_OPEN_FAMILY = frozenset({"open", "openat", "openat2"})
 
 
 def _text(raw: bytes | memoryview) -> str:
     return bytes(raw).decode("utf-8", "backslashreplace")
 
 
-def _join(base: str | None, path: str) -> str:
-    """A caller-given path resolved against the directory it was relative to (lexically, like the kernel
-    would for a path without symlinks); absolute paths and unknown bases are returned as given."""
-    if not base or path.startswith("/"):
-        return path
-    return os.path.normpath(f"{base}/{path}") if path else base
+def _slice_text(data: bytes | str, off: int, n: int) -> str:
+    return data[off : off + n] if isinstance(data, str) else _text(data[off : off + n])
 
 
 def split_argv(raw: bytes) -> list[str]:
     """NUL-separated argv as the kernel keeps it (each argument NUL-terminated)."""
     if not raw:
         return []
-    parts = raw.split(b"\0")
-    if parts[-1] == b"":
+    # one decode, then a split: NUL is one byte in UTF-8 and never produced by backslashreplace
+    parts = raw.decode("utf-8", "backslashreplace").split("\0")
+    if parts[-1] == "":
         parts.pop()
-    return [p.decode("utf-8", "backslashreplace") for p in parts]
+    return parts
 
 
 class Decoder:
@@ -66,6 +67,7 @@ class Decoder:
         self.syscalls = dict(syscalls)
         self._host_ns = dict(host_namespaces or {})
         self.clock_offset = 0.0
+        self._containers: dict[str, str | None] = {}
         self.sync_clock()
 
     def sync_clock(self) -> None:
@@ -76,7 +78,7 @@ class Decoder:
     def decode(self, rec: bytes | memoryview) -> Event | None:
         if len(rec) < R.HDR_SIZE:
             raise SensorError(f"kernel record of {len(rec)} bytes is shorter than its header")
-        kind = R.TYPE.unpack_from(rec, R.TYPE_OFFSET)[0]
+        kind = rec[R.TYPE_OFFSET]  # u32, little-endian, < 256
         if kind == R.EV_SYSCALL:
             return self._syscall(rec)
         if kind == R.EV_EXEC:
@@ -89,69 +91,110 @@ class Decoder:
 
     # --- common parts -----------------------------------------------------------------------------------
     def _actor(self, h: tuple[Any, ...]) -> ProcessInfo:
-        start = h[R.H_START] // _NS_PER_TICK
-        info = self.tree.get(entity_id(h[R.H_PID], start))
-        if info is None:
+        pid = h[5]  # R.H_PID
+        start = h[1] // _NS_PER_TICK  # R.H_START
+        info = self.tree.by_pid(pid)
+        if info is None or info.start != start:
             comm = h[R.H_COMM].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
-            info = self.tree.ensure(h[R.H_PID], start, h[R.H_PPID], h[R.H_PSTART] // _NS_PER_TICK, comm)
-        info.uid, info.euid, info.gid = h[R.H_UID], h[R.H_EUID], h[R.H_GID]
+            info = self.tree.ensure(pid, start, h[R.H_PPID], h[R.H_PSTART] // _NS_PER_TICK, comm)
         return info
 
-    def _base(self, h: tuple[Any, ...], action: str, info: ProcessInfo) -> dict[str, Any]:
-        f = dict(self.tree.fields(info))
-        f["@timestamp"] = h[R.H_TS] / 1e9 + self.clock_offset
+    def _base(
+        self, h: tuple[Any, ...], rec: bytes | memoryview, action: str, info: ProcessInfo
+    ) -> dict[str, Any]:
+        """The event's fields: a copy of the process's cached context, plus the per-event ones.
+
+        The context (process, parent, user, namespaces, cgroup) changes only on exec, on the parent's exec, or
+        when the record's context block (credentials, namespaces, cgroup) differs; it is built once and then
+        copied (one C-level dict copy) for each event, which is what keeps storms cheap.
+        """
+        ctx = info.cache
+        if ctx is None or not self._fresh(info, rec):
+            ctx = self._context(h, bytes(rec[R.CTX_START : R.CTX_END]), info)
+        f = ctx.copy()
+        f["@timestamp"] = h[0] / 1e9 + self.clock_offset
         f["event.action"] = action
+        f["process.tid"] = h[6]
+        if "namespace.pid" in ctx:
+            f["process.ns_pid"] = h[8]  # R.H_NSPID: per process, so not part of the cached context
+        return f
+
+    @staticmethod
+    def _fresh(info: ProcessInfo, rec: bytes | memoryview) -> bool:
+        parent = info.parent
+        return (
+            info.cache_version == info.version
+            and (parent is None or info.cache_parent_version == parent.version)
+            and info.cache_key == rec[R.CTX_START : R.CTX_END]
+        )
+
+    def _context(self, h: tuple[Any, ...], key: bytes, info: ProcessInfo) -> dict[str, Any]:
+        uid, euid, gid = h[R.H_UID], h[R.H_EUID], h[R.H_GID]
+        info.uid, info.euid, info.gid = uid, euid, gid
+        f = self.tree.fields(info)
         f["event.source"] = self.source
         f["host.name"] = self.host
-        f["process.tid"] = h[R.H_TID]
-        uid = h[R.H_UID]
         f["user.id"] = uid
         name = self.tree.user_name(uid)
         if name is not None:
             f["user.name"] = name
-        f["user.effective.id"] = h[R.H_EUID]
-        f["group.id"] = h[R.H_GID]
+        f["user.effective.id"] = euid
+        f["group.id"] = gid
         if h[R.H_LOGINUID] != R.INVALID_UID:
             f["user.audit.id"] = h[R.H_LOGINUID]
         f["cgroup.id"] = h[R.H_CGROUP]
         hn = self._host_ns
         if hn:
-            if h[R.H_PIDNS] != hn.get("pid"):
-                f["namespace.pid"] = h[R.H_PIDNS]
-                f["process.pid_ns"] = h[R.H_PIDNS]
-                f["process.ns_pid"] = h[R.H_NSPID]
+            pidns = h[R.H_PIDNS]
+            if pidns != hn.get("pid"):
+                f["namespace.pid"] = pidns
+                f["process.pid_ns"] = pidns
             if h[R.H_MNTNS] != hn.get("mnt"):
                 f["namespace.mnt"] = h[R.H_MNTNS]
             if h[R.H_NETNS] != hn.get("net"):
                 f["namespace.net"] = h[R.H_NETNS]
+        self._remember(info, f, key)
         return f
+
+    @staticmethod
+    def _remember(info: ProcessInfo, ctx: dict[str, Any], key: bytes) -> None:
+        info.cache = ctx
+        info.cache_key = key
+        info.cache_version = info.version
+        info.cache_parent_version = info.parent.version if info.parent is not None else -1
 
     # --- process lifecycle ------------------------------------------------------------------------------
     def _exec(self, rec: bytes | memoryview) -> Event:
-        t = R.EXEC.unpack_from(rec)
-        h = t[: R.H_LEN]
-        argv_len, argv_total, fn_len, exe_len, cwd_len, cg_len, cg1_len = t[R.H_LEN :]
-        data = bytes(rec[R.EXEC.size :])
+        h = R.EXEC.unpack_from(rec)  # the header fields come first in every record's tuple
+        argv_len, argv_total, fn_len, exe_len, cwd_len, cg_len, cg1_len = h[R.H_LEN :]
+        raw = bytes(rec[R.EXEC.size :])
+        # ASCII (nearly always): one decode, then slices at the byte offsets; else decode piece by piece
+        data: bytes | str = raw.decode("ascii") if raw.isascii() else raw
+        txt = _slice_text
         off = argv_len
-        args = split_argv(data[:argv_len])
-        filename = _text(data[off : off + fn_len]) if fn_len else None
+        args = split_argv(raw[:argv_len])
+        filename = txt(data, off, fn_len) if fn_len else None
         off += fn_len + 1 if fn_len else 0
-        exe = _text(data[off : off + exe_len]) if exe_len else None
+        exe = txt(data, off, exe_len) if exe_len else None
         off += exe_len
-        cwd = _text(data[off : off + cwd_len]) if cwd_len else None
+        cwd = txt(data, off, cwd_len) if cwd_len else None
         off += cwd_len
-        cg = _text(data[off : off + cg_len]) if cg_len else ""
+        cg = txt(data, off, cg_len) if cg_len else ""
         off += cg_len + 1 if cg_len else 0
-        cg1 = _text(data[off : off + cg1_len]) if cg1_len else ""
+        cg1 = txt(data, off, cg1_len) if cg1_len else ""
         flags = h[R.H_FLAGS]
         truncated = bool(flags & R.F_ARGV_TRUNC)
         info = self._actor(h)
         if exe is None and filename is not None:
-            exe = _join(cwd, filename)
+            exe = join_path(cwd, filename)
+        fresh = info.cache is not None and self._fresh(info, rec)
         self.tree.exec(info, exe, args, cwd, truncated=truncated)
-        if info.container_id is None:
-            info.container_id = container_id_from_cgroup(cg) or container_id_from_cgroup(cg1)
-        f = self._base(h, _EXEC, info)
+        if info.container_id is None and (cg or cg1):
+            info.container_id = self._container(cg) or self._container(cg1)
+        if fresh and info.cache is not None:
+            # same user and namespaces as before the exec: only the image fields change
+            self._remember(info, exec_fields(info.cache, info), info.cache_key)
+        f = self._base(h, rec, _EXEC, info)
         if truncated:
             f["process.args_truncated"] = True
             f["process.args_bytes"] = argv_total
@@ -163,24 +206,38 @@ class Decoder:
             f["cgroup.path"] = cg
         return Event(f)
 
+    def _container(self, cgroup_name: str) -> str | None:
+        if not cgroup_name:
+            return None
+        cid = self._containers.get(cgroup_name, "")
+        if cid == "":
+            cid = self._containers[cgroup_name] = container_id_from_cgroup(cgroup_name)
+        return cid
+
     def _fork(self, rec: bytes | memoryview) -> Event:
-        t = R.FORK.unpack_from(rec)
-        h = t[: R.H_LEN]
-        child_start, child_pstart, child_pid, child_ppid = t[R.H_LEN :]
-        self._actor(h)  # the forking process, so the child inherits what is known of it
+        h = R.FORK.unpack_from(rec)
+        child_start, child_pstart, child_pid, child_ppid, child_ns_pid = h[R.H_LEN :]
+        parent = self._actor(h)  # the forking process, so the child inherits what is known of it
         child = self.tree.fork(
             child_pid, child_start // _NS_PER_TICK, child_ppid, child_pstart // _NS_PER_TICK
         )
-        f = self._base(h, _FORK, child)
+        if child.cache is None and child.parent is parent:
+            # the child runs the parent's image with the parent's credentials: derive, do not rebuild
+            pctx = parent.cache
+            if pctx is None or not self._fresh(parent, rec):
+                pctx = self._context(h, bytes(rec[R.CTX_START : R.CTX_END]), parent)
+            self._remember(child, fork_fields(pctx, child, parent), parent.cache_key)
+        f = self._base(h, rec, _FORK, child)
         f["process.tid"] = child_pid
+        if "process.ns_pid" in f:
+            f["process.ns_pid"] = child_ns_pid
         return Event(f)
 
     def _exit(self, rec: bytes | memoryview) -> Event:
-        t = R.EXIT.unpack_from(rec)
-        h = t[: R.H_LEN]
-        status = t[R.H_LEN]
+        h = R.EXIT.unpack_from(rec)
+        status = h[R.H_LEN]
         info = self._actor(h)
-        f = self._base(h, _EXIT, info)
+        f = self._base(h, rec, _EXIT, info)
         sig = status & 0x7F
         if sig:
             f["process.exit_code"] = 128 + sig  # the shell's convention for "killed by signal N"
@@ -192,8 +249,7 @@ class Decoder:
 
     # --- syscalls ---------------------------------------------------------------------------------------
     def _syscall(self, rec: bytes | memoryview) -> Event | None:
-        t = R.SYS.unpack_from(rec)
-        h = t[: R.H_LEN]
+        t = h = R.SYS.unpack_from(rec)
         i = R.H_LEN
         ret = t[i]
         args = t[i + 1 : i + 7]
@@ -222,21 +278,19 @@ class Decoder:
 
         action: str = sc.action.value
         flags = h[R.H_FLAGS]
-        if sc.name in _OPEN_FAMILY and flags & R.F_SENSITIVE:
-            open_flags = self._open_flags(sc, args, blob)
-            if not open_flags & (_O_WRONLY | _O_RDWR | _O_CREAT | _O_TRUNC):
-                action = Action.FILE_READ_SENSITIVE.value
+        if sc.name in OPEN_FAMILY and flags & R.F_SENSITIVE and not open_flags(sc, args, blob) & WRITE_INTENT:
+            action = Action.FILE_READ_SENSITIVE.value
         info = self._actor(h)
-        if action == Action.KILL and not self._kill_worth_reporting(sc, args, h):
+        if action == Action.KILL and not kill_worth_reporting(sc, args, h[R.H_PID], h[R.H_TID]):
             return None
-        f = self._base(h, action, info)
+        f = self._base(h, rec, action, info)
         f["event.outcome"] = "success" if ret >= 0 else ("unknown" if ret == -_EINPROGRESS else "failure")
         if ret < 0:
             f["event.code"] = -ret
         f["syscall.name"] = sc.name
-        self._fill(sc, action, f, args, strs, blob, ret, flags)
+        syscall_fields(sc, action, f, args, strs, blob, ret, flags)
         if flags & R.F_SOCK:
-            self._sock(action, f, s_family, s_type, s_proto, s_lport, s_rport, s_laddr, s_raddr)
+            socket_fields(action, f, s_family, s_type, s_proto, s_lport, s_rport, s_laddr, s_raddr)
         if fail_argv is not None:
             f["exec.args"] = fail_argv
             if flags & R.F_ARGV_TRUNC:
@@ -245,169 +299,5 @@ class Decoder:
             f["file.path_truncated"] = True
         return Event(f)
 
-    @staticmethod
-    def _open_flags(sc: Syscall, args: tuple[int, ...], blob: bytes) -> int:
-        if sc.name == "openat2":
-            return int.from_bytes(blob[:8], "little") if len(blob) >= 8 else 0
-        return args[sc.open_flags] if sc.open_flags < 6 else 0
-
-    @staticmethod
-    def _kill_worth_reporting(sc: Syscall, args: tuple[int, ...], h: tuple[Any, ...]) -> bool:
-        """Signal 0 only probes for existence, and a process signalling itself is not an attack on another."""
-        sig = args[2] if sc.name == "tgkill" else args[1]
-        target = _s32(args[0])
-        return sig != 0 and target not in (h[R.H_PID], h[R.H_TID])
-
-    def _fill(
-        self,
-        sc: Syscall,
-        action: str,
-        f: dict[str, Any],
-        args: tuple[int, ...],
-        strs: list[str | None],
-        blob: bytes,
-        ret: int,
-        flags: int,
-    ) -> None:
-        path = strs[R.S_ARG0]
-        if path is not None and sc.strs and sc.strs[0][1] != NOT_PATH:
-            path = _join(strs[R.S_BASE0], path)
-        if action in _FILE_ACTIONS:
-            p = strs[R.S_FDPATH] if sc.fd_path != NO_ARG else path
-            if p is not None:
-                f["file.path"] = p
-            if action == Action.FILE_RENAME and strs[R.S_ARG1] is not None:
-                f["file.target_path"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-            creates = sc.name == "creat" or (sc.open_flags < 6 and args[sc.open_flags] & _O_CREAT)
-            if sc.mode_arg is not None and (action == Action.FILE_CHMOD or creates):
-                f["file.mode"] = args[sc.mode_arg] & 0o7777
-            if sc.name in _OPEN_FAMILY:
-                f["file.flags"] = self._open_flags(sc, args, blob)
-            if sc.name == "rmdir" or (sc.name == "unlinkat" and args[2] & _AT_REMOVEDIR):
-                f["file.type"] = "dir"
-            if sc.name in ("chown", "lchown", "fchownat", "fchown"):
-                i = 1 if sc.name != "fchownat" else 2
-                if _s32(args[i]) != -1:
-                    f["file.uid"] = args[i] & 0xFFFFFFFF
-                if _s32(args[i + 1]) != -1:
-                    f["file.gid"] = args[i + 1] & 0xFFFFFFFF
-            if flags & R.F_SENSITIVE_DIR:
-                f["file.sensitive_match"] = "directory"
-            elif flags & R.F_SENSITIVE:
-                f["file.sensitive_match"] = "file"
-        elif action in (Action.CONNECT, Action.BIND):
-            _net.sockaddr_fields(action, blob, f)
-        elif action == Action.EXEC_FAILED:
-            if path is not None:
-                f["file.path"] = path
-        elif action in (Action.SETUID, Action.SETGID):
-            target = self._cred_target(sc, args)
-            if target is not None:
-                f["user.target.id" if action == Action.SETUID else "group.target.id"] = target
-        elif action == Action.PTRACE:
-            f["ptrace.request"] = args[0]
-            f["ptrace.target_pid"] = _s32(args[1])
-        elif action == Action.KILL:
-            f["signal.number"] = args[2] if sc.name == "tgkill" else args[1]
-            f["signal.target_pid"] = _s32(args[0])
-        elif action == Action.PRCTL:
-            f["prctl.option"] = args[0]
-        elif action == Action.MEMFD_CREATE:
-            if strs[R.S_ARG0] is not None:
-                f["memfd.name"] = strs[R.S_ARG0]
-            f["file.flags"] = args[1]
-        elif action == Action.MOUNT:
-            if sc.name == "mount":
-                if strs[R.S_ARG0] is not None:
-                    f["mount.source"] = strs[R.S_ARG0]
-                if strs[R.S_ARG1] is not None:
-                    f["mount.target"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-                if strs[R.S_ARG2] is not None:
-                    f["mount.fstype"] = strs[R.S_ARG2]
-            else:
-                if path is not None:
-                    f["mount.source"] = path
-                if strs[R.S_ARG1] is not None:
-                    f["mount.target"] = _join(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-        elif action == Action.UMOUNT:
-            if path is not None:
-                f["mount.target"] = path
-        elif action == Action.BPF_LOAD:
-            f["bpf.command"] = args[0]
-            if len(blob) >= 4:
-                f["bpf.prog_type"] = int.from_bytes(blob[:4], "little")
-            if len(blob) >= 64:
-                name = blob[48:64].split(b"\0", 1)[0]
-                if name:
-                    f["bpf.prog_name"] = _text(name)
-        elif action == Action.MODULE_LOAD:
-            if strs[R.S_FDPATH] is not None:
-                f["file.path"] = strs[R.S_FDPATH]
-            params = strs[R.S_ARG1] if sc.name == "finit_module" else strs[R.S_ARG0]
-            if params:
-                f["module.params"] = params
-
-    @staticmethod
-    def _cred_target(sc: Syscall, args: tuple[int, ...]) -> int | None:
-        """The id a set*id call asks for: the effective one where the call names several."""
-        # setre*id(r, e), setres*id(r, e, s): effective first, then real
-        cand = [args[0]] if sc.name in ("setuid", "setgid", "setfsuid", "setfsgid") else [args[1], args[0]]
-        for c in cand:
-            if _s32(c) != -1:
-                return c & 0xFFFFFFFF
-        return None
-
-    @staticmethod
-    def _sock(
-        action: str,
-        f: dict[str, Any],
-        family: int,
-        sock_type: int,
-        proto: int,
-        lport: int,
-        rport: int,
-        laddr: bytes,
-        raddr: bytes,
-    ) -> None:
-        fam = _net.family_name(family)
-        if fam is None:
-            return
-        f.setdefault("network.family", fam)
-        tr = _net.transport(family, sock_type, proto)
-        if tr:
-            f["network.transport"] = tr
-        if family == _net.AF_UNIX:
-            return
-        local_ip = _net.ip_text(laddr, family)
-        remote_ip = _net.ip_text(raddr, family)
-        if action == Action.ACCEPT:
-            # the peer that connected in is the source; this host's listening end the destination
-            f["source.ip"], f["source.port"] = remote_ip, rport
-            f["destination.ip"], f["destination.port"] = local_ip, lport
-        elif action == Action.CONNECT:
-            f.setdefault("destination.ip", remote_ip)
-            f.setdefault("destination.port", rport)
-            if lport:
-                f["source.ip"], f["source.port"] = local_ip, lport
-        else:  # bind, listen: the local end; after bind(port 0) the socket knows the port it got
-            f.setdefault("source.ip", local_ip)
-            if lport:
-                f["source.port"] = lport
-
 
 _SLOT_ORDER = (R.S_ARG0, R.S_BASE0, R.S_ARG1, R.S_BASE1, R.S_ARG2, R.S_FDPATH)
-_FILE_ACTIONS = frozenset(
-    {
-        Action.FILE_WRITE,
-        Action.FILE_DELETE,
-        Action.FILE_RENAME,
-        Action.FILE_CHMOD,
-        Action.FILE_CHOWN,
-        Action.FILE_READ_SENSITIVE,
-    }
-)
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v

@@ -167,6 +167,13 @@ class EbpfSource(Source):
                 )
 
     # --- poll -------------------------------------------------------------------------------------------
+    def _filter(self, batch: list[Event]) -> list[Event]:
+        """The kernel already dropped the ignored pids (and the sensor); left: the agents' beacons."""
+        if not self.noise.agent_pids:
+            return batch
+        drops = self.noise.drops
+        return [e for e in batch if e.fields["event.action"] != "connect" or not drops(e)]
+
     def _handle(self, rec: memoryview) -> None:
         self._records += 1
         try:
@@ -232,7 +239,11 @@ class EbpfSource(Source):
         """``records`` read from the ring; ``kernel_records`` the kernel submitted (equal once drained)."""
         if self._stats_fd >= 0:
             self._read_drops()
-        return {"records": self._records, "kernel_records": self._kernel_records, "tree_size": len(self.tree)}
+        out = {"records": self._records, "kernel_records": self._kernel_records, "tree_size": len(self.tree)}
+        for cpu, dropped in enumerate(self._cpu_dropped):
+            if dropped:
+                out[f"dropped_cpu{cpu}"] = dropped  # the per-CPU counters, as reported in loss events
+        return out
 
     # --- stop -------------------------------------------------------------------------------------------
     def _stop(self) -> list[Event]:

@@ -37,6 +37,8 @@ _BTF_KIND_DATASEC = 15
 _BPF_OBJ_NAME_LEN = 16
 _PROG_INFO_NAME_OFFSET = 64  # offsetof(struct bpf_prog_info, name), stable UAPI
 _PROG_INFO_SIZE = 256
+_LIBBPF_INFO = 1  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+_VA_LIST_SIZE = 24  # sizeof(va_list) on x86-64 (struct __va_list_tag[1]), the only ABI the sensor loads on
 
 # libbpf's print callback: (level, fmt, va_list). The va_list is passed through to vsnprintf untouched.
 _PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
@@ -108,7 +110,14 @@ class _Lib:
         lib.libbpf_set_print(ctypes.cast(self._print_cb, c_void_p))
 
     def _print(self, level: int, fmt: bytes | None, va_list: int | None) -> int:
-        buf = ctypes.create_string_buffer(1 << 20)  # one message can be a whole verifier log
+        if level > _LIBBPF_INFO or not va_list:
+            return 0  # debug chatter (one line per CO-RE relocation) explains nothing we report
+        # Measure, then format: one message can be a whole verifier log, whose *tail* holds the reason.
+        # vsnprintf consumes the va_list; on x86-64 it is a 24-byte struct, so a byte copy is va_copy.
+        saved = ctypes.string_at(va_list, _VA_LIST_SIZE)
+        need = self.libc.vsnprintf(None, 0, fmt, va_list)
+        ctypes.memmove(va_list, saved, _VA_LIST_SIZE)
+        buf = ctypes.create_string_buffer(max(need, 0) + 1)
         self.libc.vsnprintf(buf, len(buf), fmt, va_list)
         text = buf.value.decode("utf-8", "replace").rstrip()
         with self._log_lock:

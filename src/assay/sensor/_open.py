@@ -18,14 +18,23 @@ from assay.sensor._source import Source
 
 
 def _registry() -> dict[str, type[Source]]:
+    from assay.sensor._audit import AuditSource
+    from assay.sensor._authlog import AuthlogSource
     from assay.sensor._ebpf import EbpfSource
+    from assay.sensor._proc_connector import ProcConnectorSource
     from assay.sensor._replay import ReplaySource
 
-    return {"ebpf": EbpfSource, "replay": ReplaySource}
+    return {
+        "ebpf": EbpfSource,
+        "audit": AuditSource,
+        "proc_connector": ProcConnectorSource,
+        "replay": ReplaySource,
+        "authlog": AuthlogSource,
+    }
 
 
-AUTO_ORDER: tuple[str, ...] = ("ebpf",)
-SOURCE_NAMES: tuple[str, ...] = ("auto", "ebpf", "replay")
+AUTO_ORDER: tuple[str, ...] = ("ebpf", "audit", "proc_connector")
+SOURCE_NAMES: tuple[str, ...] = ("auto", "ebpf", "audit", "proc_connector", "replay", "authlog")
 
 
 def open_source(
@@ -44,7 +53,7 @@ def open_source(
     if kind != "auto":
         if kind not in registry:
             raise SensorError(f"unknown source {kind!r}; choose one of {', '.join(SOURCE_NAMES)}")
-        src = registry[kind](host, self_noise, f"{kind} requested", **options)
+        src = registry[kind](host, self_noise, f"{kind} requested", **_accepted(registry[kind], options))
         _prepare(src)
         return src
     reasons: list[str] = []

@@ -9,22 +9,24 @@ from __future__ import annotations
 import os
 import struct
 
-# struct hdr: ts, start, pstart, cgroup_id, then 16 u32 (type ... cpu), then comm[16]
-HDR = "QQQQ16I16s"
+# struct hdr: ts, start, pstart, type, flags, pid, tid, ppid, ns_pid, then the context block (cgroup_id, uid,
+# euid, gid, egid, loginuid, sessionid, mntns, netns, pidns, pad), then comm[16]
+HDR = "QQQ6IQ10I16s"
 HDR_SIZE = 112
+CTX_START, CTX_END = 48, 96  # the context block: one bytes key for the decoder's per-process cache
 
 EXEC = struct.Struct("<" + HDR + "IIHHHHH6x")  # argv_len, argv_total, filename, exe, cwd, cg, cg1 lengths
-FORK = struct.Struct("<" + HDR + "QQII")  # child_start, child_pstart, child_pid, child_ppid
+FORK = struct.Struct("<" + HDR + "QQIII4x")  # child_start, child_pstart, child_pid, child_ppid, child_ns_pid
 EXIT = struct.Struct("<" + HDR + "iI")  # exit_code, pad
-# ret, args[6], nr, slen[6], blob_len, argv_len, pad, then struct sockinfo
+# ret, args[6], nr, slen[6], blob_len, argv_len, used, then struct sockinfo
 SYS = struct.Struct("<" + HDR + "q6QI6HHH4x" + "HHHHHBB16s16s4x")
-TYPE = struct.Struct("<I")
-TYPE_OFFSET = 32
+CTX = struct.Struct("<Q10I")
+TYPE_OFFSET = 24
 
 # Indexes into an unpacked header.
-H_TS, H_START, H_PSTART, H_CGROUP, H_TYPE, H_FLAGS, H_PID, H_TID, H_PPID = range(9)
-H_UID, H_EUID, H_GID, H_EGID, H_LOGINUID, H_SESSIONID, H_MNTNS, H_NETNS, H_PIDNS, H_NSPID = range(9, 19)
-H_CPU, H_COMM = 19, 20
+H_TS, H_START, H_PSTART, H_TYPE, H_FLAGS, H_PID, H_TID, H_PPID, H_NSPID = range(9)
+H_CGROUP, H_UID, H_EUID, H_GID, H_EGID, H_LOGINUID, H_SESSIONID, H_MNTNS, H_NETNS, H_PIDNS = range(9, 19)
+H_COMM = 20
 H_LEN = 21
 
 EV_EXEC, EV_FORK, EV_EXIT, EV_SYSCALL = 1, 2, 3, 4
@@ -53,6 +55,8 @@ def layout_sizes() -> dict[str, int]:
     """The sizes records.h asserts, computed from the formats above."""
     return {
         "hdr": HDR_SIZE,
+        "hdr.cgroup_id": CTX_START,
+        "hdr.comm": CTX_END,
         "exec_rec.data": EXEC.size,
         "fork_rec": FORK.size,
         "exit_rec": EXIT.size,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import select
+import struct
 from collections.abc import Callable
 
 from assay.errors import SensorError
@@ -24,6 +25,8 @@ from assay.errors import SensorError
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8
+_LEN_MASK = ~(_BUSY | _DISCARD) & 0xFFFFFFFF
+_U32 = struct.Struct("<I")
 
 
 class RingBuffer:
@@ -61,27 +64,34 @@ class RingBuffer:
 
     def drain(self, handle: Callable[[memoryview], None], limit: int = 1 << 30) -> int:
         """Pass every committed record to ``handle`` (a memoryview valid only during the call)."""
-        cons = self._consumer.value
+        consumer = self._consumer
+        cons = consumer.value
         n = 0
         data = self._data
         mask = self._mask
-        while n < limit:
-            prod = self._producer[0]
-            if cons >= prod:
-                break
-            while cons < prod and n < limit:
-                off = cons & mask
-                hdr = int.from_bytes(data[off : off + 4], "little")
-                if hdr & _BUSY:
-                    self._consumer.value = cons
-                    return n
-                length = hdr & ~(_BUSY | _DISCARD)
-                if not hdr & _DISCARD:
-                    handle(data[off + _HDR : off + _HDR + length])
-                    n += 1
-                cons += (length + _HDR + 7) & ~7
-                # Release the space as we go so the kernel can reuse it while we decode the rest.
-                self._consumer.value = cons
+        u32 = _U32.unpack_from
+        try:
+            while n < limit:
+                prod = self._producer[0]
+                if cons >= prod:
+                    break
+                while cons < prod and n < limit:
+                    off = cons & mask
+                    hdr = u32(data, off)[0]
+                    if hdr & _BUSY:
+                        return n  # the producer is still writing this one
+                    length = hdr & _LEN_MASK
+                    cons += (length + _HDR + 7) & ~7  # past it before handling: a bad record is not re-read
+                    if not hdr & _DISCARD:
+                        start = off + _HDR
+                        handle(data[start : start + length])
+                        n += 1
+                        if n & 63 == 0:
+                            # release space as we go (a ctypes store per record would cost more than the
+                            # record), so the kernel can reuse it while we decode the rest
+                            consumer.value = cons
+        finally:
+            consumer.value = cons
         return n
 
     def close(self) -> None:

@@ -80,7 +80,7 @@ class Source(ABC):
                 return []
             else:
                 batch = self._poll(max(0.0, timeout))
-        out = [e for e in batch if not self.noise.drops(e)]
+        out = self._filter(batch)
         filtered = len(batch) - len(out)
         self.counts["filtered_self"] += filtered
         self.counts["events"] += len(out)
@@ -117,6 +117,11 @@ class Source(ABC):
         self.stop()
 
     # --- for subclasses ---------------------------------------------------------------------------------
+    def _filter(self, batch: list[Event]) -> list[Event]:
+        """Drop self-noise; sources that filter pids in the kernel override this with a cheaper check."""
+        drops = self.noise.drops
+        return [e for e in batch if not drops(e)]
+
     def _loss(self, count: int, start: float, end: float, **extra: Any) -> Event:
         self.counts["dropped"] += count
         self.counts["loss_events"] += 1

@@ -19,7 +19,6 @@ import pwd
 import re
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +33,76 @@ def container_id_from_cgroup(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-@dataclass(slots=True)
 class ProcessInfo:
-    pid: int
-    start: int  # clock ticks since boot, as /proc/PID/stat field 22
-    entity_id: str
-    ppid: int | None = None
-    parent_entity_id: str | None = None
-    ancestry: tuple[str, ...] = ()
-    executable: str | None = None
-    name: str | None = None
-    args: list[str] | None = None
-    command_line: str | None = None
-    cwd: str | None = None
-    uid: int | None = None
-    euid: int | None = None
-    gid: int | None = None
-    args_from_proc: bool = False
-    args_truncated: bool = False
-    container_id: str | None = None
-    exited: bool = False
-    version: int = 0
-    # cached enrichment of this process's events, and the parent version it was built from
-    _fields: dict[str, Any] | None = field(default=None, repr=False)
-    _parent_version: int = -1
+    """One process (one entity id). A plain slotted class: the sensor creates one per fork, in storms too."""
+
+    __slots__ = (
+        "ancestry",
+        "args",
+        "args_from_proc",
+        "args_truncated",
+        "cache",
+        "cache_key",
+        "cache_parent_version",
+        "cache_version",
+        "command_line",
+        "container_id",
+        "cwd",
+        "entity_id",
+        "euid",
+        "executable",
+        "exited",
+        "gid",
+        "name",
+        "parent",
+        "parent_entity_id",
+        "pid",
+        "ppid",
+        "start",
+        "start_estimated",
+        "uid",
+        "version",
+    )
+
+    def __init__(
+        self,
+        pid: int,
+        start: int,
+        entity_id: str,
+        ppid: int | None = None,
+        parent_entity_id: str | None = None,
+        parent: ProcessInfo | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.pid = pid
+        self.start = start  # clock ticks since boot, as /proc/PID/stat field 22
+        self.start_estimated = False  # a source without start times had to guess it (audit)
+        self.entity_id = entity_id
+        self.ppid = ppid
+        self.parent_entity_id = parent_entity_id
+        self.parent = parent  # the node at fork time, when known
+        self.ancestry: tuple[str, ...] = ()
+        self.executable: str | None = None
+        self.name = name
+        self.args: list[str] | None = None
+        self.command_line: str | None = None
+        self.cwd: str | None = None
+        self.uid: int | None = None
+        self.euid: int | None = None
+        self.gid: int | None = None
+        self.args_from_proc = False
+        self.args_truncated = False
+        self.container_id: str | None = None
+        self.exited = False
+        self.version = 0  # bumped on exec: whatever was built from this process's fields is stale
+        # a source's cached event context (see Decoder._base), and what it was built from
+        self.cache: dict[str, Any] | None = None
+        self.cache_key: bytes = b""
+        self.cache_version = -1
+        self.cache_parent_version = -1
+
+    def __repr__(self) -> str:
+        return f"ProcessInfo({self.entity_id}, {self.executable!r}, parent={self.parent_entity_id})"
 
 
 class ProcessTree:
@@ -90,16 +135,15 @@ class ProcessTree:
 
     def fork(self, pid: int, start: int, ppid: int, pstart: int) -> ProcessInfo:
         """A new process: it inherits its parent's image, argv, cwd and user until it execs."""
-        eid = entity_id(pid, start)
+        eid = f"{pid}:{start}"
         known = self._by_entity.get(eid)
         if known is not None:
             return known  # the /proc snapshot got there first
-        parent = self._by_entity.get(entity_id(ppid, pstart))
-        info = ProcessInfo(
-            pid=pid, start=start, entity_id=eid, ppid=ppid, parent_entity_id=entity_id(ppid, pstart)
-        )
+        peid = f"{ppid}:{pstart}"
+        parent = self._by_entity.get(peid)
+        info = ProcessInfo(pid, start, eid, ppid, peid, parent)
         if parent is not None:
-            info.ancestry = (parent.entity_id, *parent.ancestry)
+            info.ancestry = (peid, *parent.ancestry)
             info.executable = parent.executable
             info.name = parent.name
             info.args = parent.args
@@ -110,8 +154,10 @@ class ProcessTree:
             info.args_truncated = parent.args_truncated
             info.container_id = parent.container_id
         else:
-            info.ancestry = (info.parent_entity_id,) if info.parent_entity_id else ()
-        return self.add(info)
+            info.ancestry = (peid,)
+        self._by_entity[eid] = info
+        self._by_pid[pid] = info
+        return info
 
     def exec(
         self,
@@ -132,7 +178,6 @@ class ProcessTree:
         info.args_truncated = truncated
         info.args_from_proc = from_proc
         info.version += 1
-        info._fields = None
 
     def exit(self, info: ProcessInfo) -> None:
         if info.exited:
@@ -164,11 +209,12 @@ class ProcessTree:
             if info is not None and info.start != start:
                 info = None  # the pid was reused: /proc shows somebody else
         if info is None:
-            info = ProcessInfo(pid=pid, start=start, entity_id=eid, name=comm)
+            info = ProcessInfo(pid, start, eid, name=comm)
         if ppid is not None and pstart is not None:
             info.ppid = ppid
             info.parent_entity_id = entity_id(ppid, pstart)
         parent = self._by_entity.get(info.parent_entity_id) if info.parent_entity_id else None
+        info.parent = parent
         if parent is not None:
             info.ancestry = (parent.entity_id, *parent.ancestry)
         elif info.parent_entity_id:
@@ -190,6 +236,7 @@ class ProcessTree:
             parent = by_pid.get(info.ppid) if info.ppid else None
             if parent is not None:
                 info.parent_entity_id = parent.entity_id
+                info.parent = parent
         for info in found:
             chain: list[str] = []
             seen = {info.pid}
@@ -212,11 +259,8 @@ class ProcessTree:
         return self._users[uid]
 
     def fields(self, info: ProcessInfo) -> dict[str, Any]:
-        """The ``process.*`` and ``process.parent.*`` fields of this process's events (cached)."""
-        parent = self._by_entity.get(info.parent_entity_id) if info.parent_entity_id else None
-        pver = parent.version if parent is not None else -1
-        if info._fields is not None and info._parent_version == pver:
-            return info._fields
+        """A new dict of the ``process.*`` and ``process.parent.*`` fields of this process's events."""
+        parent = info.parent
         f: dict[str, Any] = {
             "process.pid": info.pid,
             "process.entity_id": info.entity_id,
@@ -233,8 +277,8 @@ class ProcessTree:
             f["process.command_line"] = info.command_line
             if info.args_truncated:
                 f["process.args_truncated"] = True
-            if info.args_from_proc:
-                f["process.args_from_proc"] = True
+        if info.args_from_proc:
+            f["process.args_from_proc"] = True
         if info.cwd:
             f["process.working_directory"] = info.cwd
         if info.container_id:
@@ -251,9 +295,63 @@ class ProcessTree:
             if parent.args is not None:
                 f["process.parent.args"] = parent.args
                 f["process.parent.command_line"] = parent.command_line
-        info._fields = f
-        info._parent_version = pver
         return f
+
+
+# (the child's parent field, the parent's own field) for the image a forked child's parent runs
+_PARENT_IMAGE = tuple(
+    (f"process.parent.{k}", f"process.{k}") for k in ("executable", "name", "args", "command_line")
+)
+
+
+def fork_fields(parent_ctx: dict[str, Any], child: ProcessInfo, parent: ProcessInfo) -> dict[str, Any]:
+    """A forked child's event context from its parent's (same image, same user): identity and parent swapped.
+
+    Equal to what a full build gives (a test checks it); it exists because a copy and ten stores cost a third
+    of a rebuild, and process storms are mostly forks and execs.
+    """
+    f = parent_ctx.copy()
+    f["process.pid"] = child.pid
+    f["process.entity_id"] = child.entity_id
+    f["process.start"] = child.start
+    f["process.ancestry"] = list(child.ancestry)
+    f["process.parent.pid"] = parent.pid
+    f["process.parent.entity_id"] = parent.entity_id
+    get = parent_ctx.get
+    for child_key, parent_key in _PARENT_IMAGE:
+        v = get(parent_key)
+        if v is None:
+            f.pop(child_key, None)
+        else:
+            f[child_key] = v
+    return f
+
+
+def exec_fields(ctx: dict[str, Any], info: ProcessInfo) -> dict[str, Any]:
+    """A process's event context after exec, from the one before: only its own image fields change."""
+    f = ctx.copy()
+    for key, value in (("process.executable", info.executable), ("process.name", info.name)):
+        if value:
+            f[key] = value
+        else:
+            f.pop(key, None)
+    args = info.args or []
+    f["process.args"] = args
+    f["process.args_count"] = len(args)
+    f["process.command_line"] = info.command_line
+    if info.cwd:
+        f["process.working_directory"] = info.cwd
+    for key, on in (
+        ("process.args_truncated", info.args_truncated),
+        ("process.args_from_proc", info.args_from_proc),
+    ):
+        if on:
+            f[key] = True
+        else:
+            f.pop(key, None)
+    if info.container_id:
+        f["container.id"] = info.container_id
+    return f
 
 
 def _read(path: Path) -> bytes | None:

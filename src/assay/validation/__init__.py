@@ -7,6 +7,7 @@ those from storage (or files) and renders the result.
 
 from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
 from assay.validation._classify import LinkResult, TechniqueResult, classify_link, is_mapped, rollup
+from assay.validation._compare import RoundDelta, TechniqueChange, compare
 from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome, status_name
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
 
@@ -18,11 +19,14 @@ __all__ = [
     "LinkRecord",
     "LinkResult",
     "Outcome",
+    "RoundDelta",
     "RoundReport",
     "Summary",
+    "TechniqueChange",
     "TechniqueResult",
     "attribute",
     "classify_link",
+    "compare",
     "is_mapped",
     "resolve_roots",
     "rollup",

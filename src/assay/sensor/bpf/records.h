@@ -37,17 +37,22 @@ enum {
 #define F_SENSITIVE_DIR (1u << 5) /* ... matched through its parent directory */
 #define F_SOCK (1u << 6)         /* sockinfo is filled */
 
-/* ---- the common header: who did it, where, when ---- */
+/* ---- the common header: who did it, where, when ----
+ * The "context" block (cgroup_id .. pidns) is the same for every event of a process until it changes
+ * credentials, namespaces or cgroup: userspace compares those 48 bytes as one key to reuse its cached
+ * enrichment, so keep them contiguous. */
 struct hdr {
 	u64 ts;          /* bpf_ktime_get_boot_ns() */
 	u64 start;       /* group leader's start_boottime (ns): the process's identity with pid */
 	u64 pstart;      /* real parent's start_boottime (ns) */
-	u64 cgroup_id;   /* default-hierarchy cgroup id */
 	u32 type;
 	u32 flags;
 	u32 pid;         /* tgid */
 	u32 tid;
 	u32 ppid;        /* real parent's tgid, now */
+	u32 ns_pid;      /* pid inside its own pid namespace */
+	/* context block */
+	u64 cgroup_id;   /* default-hierarchy cgroup id */
 	u32 uid;
 	u32 euid;
 	u32 gid;
@@ -57,10 +62,11 @@ struct hdr {
 	u32 mntns;
 	u32 netns;
 	u32 pidns;
-	u32 ns_pid;      /* pid inside its own pid namespace */
-	u32 cpu;
+	u32 pad;
 	char comm[16];
 };
+_Static_assert(__builtin_offsetof(struct hdr, cgroup_id) == 48, "context block starts at 48");
+_Static_assert(__builtin_offsetof(struct hdr, comm) == 96, "context block ends at 96");
 _Static_assert(sizeof(struct hdr) == 112, "hdr layout is mirrored in _records.py");
 
 struct exec_rec {
@@ -84,8 +90,10 @@ struct fork_rec {
 	u64 child_pstart;
 	u32 child_pid;
 	u32 child_ppid;      /* the child's real parent at fork time (differs from h.pid with CLONE_PARENT) */
+	u32 child_ns_pid;    /* the child's pid in its own pid namespace (clone(CLONE_NEWPID) makes it 1) */
+	u32 pad;
 };
-_Static_assert(sizeof(struct fork_rec) == 136, "fork_rec layout");
+_Static_assert(sizeof(struct fork_rec) == 144, "fork_rec layout");
 
 struct exit_rec {
 	struct hdr h;

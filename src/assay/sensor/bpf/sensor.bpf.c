@@ -34,7 +34,7 @@ const volatile u32 cfg_self_pid = 0;        /* the sensor's own tgid: never repo
 const volatile u32 cfg_lazy = 1;            /* lazy wakeups (see top of file) */
 const volatile u64 cfg_wakeup_bytes = 1 << 20;
 const volatile u32 cfg_sensitive = 0;       /* the sensitive-inode map is in use: stash read-only opens */
-/* sha256 (16 hex digits) of sensor.bpf.c, records.h and vmlinux.h, set by the Makefile */
+/* sha256 (16 hex digits) of sensor.bpf.c, paths.bpf.h, records.h and vmlinux.h, set by the Makefile */
 #ifndef ASSAY_SRC_HASH
 #define ASSAY_SRC_HASH "unknown"
 #endif
@@ -185,14 +185,27 @@ static __always_inline bool is_ignored(u32 tgid)
 	return bpf_map_lookup_elem(&ignored, &tgid) != 0;
 }
 
+/* The pid of a task inside its own (innermost) pid namespace, and that namespace's inode. */
+static __always_inline u32 ns_pid_of(struct task_struct *t, u32 *pidns)
+{
+	struct pid *tp = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+
+	/* pid->numbers[] is a flexible array: index it by hand, with CO-RE offsets. */
+	bpf_probe_read_kernel(&up, sizeof(up),
+			      (void *)tp + bpf_core_field_offset(struct pid, numbers) +
+				      (u64)(level & 31) * bpf_core_type_size(struct upid));
+	if (pidns)
+		*pidns = BPF_CORE_READ(up.ns, ns.inum);
+	return up.nr;
+}
+
 static __always_inline void fill_hdr(struct hdr *h, struct task_struct *t, u32 type)
 {
 	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
 	struct task_struct *parent = BPF_CORE_READ(t, real_parent);
 	const struct cred *cred = BPF_CORE_READ(t, real_cred);
-	struct pid *tp = BPF_CORE_READ(leader, thread_pid);
-	unsigned int level = BPF_CORE_READ(tp, level);
-	struct upid up = {};
 
 	h->ts = bpf_ktime_get_boot_ns();
 	h->start = BPF_CORE_READ(leader, start_boottime);
@@ -211,13 +224,8 @@ static __always_inline void fill_hdr(struct hdr *h, struct task_struct *t, u32 t
 	h->sessionid = BPF_CORE_READ(t, sessionid);
 	h->mntns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
 	h->netns = BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
-	/* pid->numbers[] is a flexible array: index it by hand, with CO-RE offsets. */
-	bpf_probe_read_kernel(&up, sizeof(up),
-			      (void *)tp + bpf_core_field_offset(struct pid, numbers) +
-				      (u64)(level & 31) * bpf_core_type_size(struct upid));
-	h->ns_pid = up.nr;
-	h->pidns = BPF_CORE_READ(up.ns, ns.inum);
-	h->cpu = bpf_get_smp_processor_id();
+	h->ns_pid = ns_pid_of(leader, &h->pidns);
+	h->pad = 0;
 	BPF_CORE_READ_STR_INTO(&h->comm, t, comm);
 }
 
@@ -235,121 +243,7 @@ static __always_inline void *scratch_rec(void)
 	return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-/* ---- dentry walk: the absolute path of (mnt, dentry), written backwards into a pathbuf ----
- *
- * The helpers below that take a record are *global* functions (not static): the verifier checks each of
- * them once, on its own, instead of once per path through the caller. Without that, the combinations of
- * present/absent/relative strings made the syscall program cost ~900k verifier steps (the limit is 1M) and
- * seconds to load. Kernel pointers cross these calls as u64, which the verifier treats as plain numbers. */
-struct walk_ctx {
-	struct dentry *d;
-	struct mount *mnt;
-	struct pathbuf *pb;
-	u32 pos;      /* start of the path in pb->b; the path ends at STR_CAP */
-	u32 trunc;
-};
-
-static long walk_step(u32 i, struct walk_ctx *c)
-{
-	struct dentry *d = c->d;
-	struct mount *m = c->mnt; /* a local: CO-RE must not see walk_ctx, which is not a kernel type */
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-	struct qstr name;
-	u32 len;
-
-	if (d == mnt_root || d == parent) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-
-		if (d != mnt_root || mp == m || !mp)
-			return 1; /* the root of the (namespace's) tree */
-		c->d = BPF_CORE_READ(m, mnt_mountpoint);
-		c->mnt = mp;
-		return 0;
-	}
-	name = BPF_CORE_READ(d, d_name);
-	len = name.len;
-	if (len > 255 || c->pos < len + 1) {
-		c->trunc = 1;
-		return 1;
-	}
-	c->pos -= len;
-	bpf_probe_read_kernel(&c->pb->b[c->pos & (STR_CAP - 1)], len & 255, name.name);
-	c->pos -= 1;
-	c->pb->b[c->pos & (STR_CAP - 1)] = '/';
-	c->d = parent;
-	return 0;
-}
-
-#define PATH_TRUNC_BIT (1u << 31)
-#define PATH_LEN(r) ((r) & (STR_CAP - 1))
-
-/* Room for one path or string, for global functions' pointer arguments (the verifier checks the caller
- * passes this many bytes). */
-struct strbuf {
-	char b[STR_CAP];
-};
-
-/* Write the path of (vmnt, dentry) into dst; returns its length (no NUL), | PATH_TRUNC_BIT when cut. */
-__noinline int path_into(struct strbuf *dst, u64 vmnt, u64 dentry)
-{
-	u32 zero = 0, len;
-	struct walk_ctx c = {};
-
-	if (!dst || !vmnt || !dentry)
-		return 0;
-	c.pb = bpf_map_lookup_elem(&pathbufs, &zero);
-	if (!c.pb)
-		return 0;
-	c.d = (struct dentry *)dentry;
-	c.mnt = (struct mount *)(vmnt - bpf_core_field_offset(struct mount, mnt));
-	c.pos = STR_CAP;
-	bpf_loop(WALK_DEPTH, walk_step, &c, 0);
-	if (c.pos >= STR_CAP) { /* the root itself */
-		c.pos = STR_CAP - 1;
-		c.pb->b[STR_CAP - 1] = '/';
-	}
-	len = STR_CAP - c.pos;
-	if (len == 0 || len > STR_CAP - 1)
-		return 0;
-	if (bpf_probe_read_kernel(dst->b, len, &c.pb->b[c.pos & (STR_CAP - 1)]))
-		return 0;
-	return len | (c.trunc ? PATH_TRUNC_BIT : 0);
-}
-
-static __always_inline struct file *fd_file(struct task_struct *t, u64 fd)
-{
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	struct file **fds;
-	struct file *f = 0;
-
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]);
-	return f;
-}
-
-#define AT_FDCWD -100
-
-/* The path of an open fd (AT_FDCWD: the cwd) of the current task, into dst. */
-__noinline int fd_path_into(struct strbuf *dst, s64 fd)
-{
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct file *f;
-
-	if (fd == AT_FDCWD) {
-		struct fs_struct *fs = BPF_CORE_READ(t, fs);
-
-		return path_into(dst, (u64)BPF_CORE_READ(fs, pwd.mnt), (u64)BPF_CORE_READ(fs, pwd.dentry));
-	}
-	if (fd < 0)
-		return 0;
-	f = fd_file(t, fd);
-	if (!f)
-		return 0;
-	return path_into(dst, (u64)BPF_CORE_READ(f, f_path.mnt), (u64)BPF_CORE_READ(f, f_path.dentry));
-}
+#include "paths.bpf.h"
 
 /* ---- exec ---- */
 SEC("tp_btf/sched_process_exec")
@@ -451,6 +345,8 @@ int BPF_PROG(assay_fork, struct task_struct *parent, struct task_struct *child)
 	e->child_start = BPF_CORE_READ(child, start_boottime);
 	e->child_ppid = BPF_CORE_READ(rp, tgid);
 	e->child_pstart = BPF_CORE_READ(rp, group_leader, start_boottime);
+	e->child_ns_pid = ns_pid_of(child, 0);
+	e->pad = 0;
 	submit(e, sizeof(*e), EV_FORK);
 	return 0;
 }

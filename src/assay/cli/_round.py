@@ -1,0 +1,292 @@
+"""One validation round on this host: server, agent and watcher as child processes, an operation, a report.
+
+The order matters and is the point of this module:
+
+1. the server starts (fresh data dir, generated credentials passed explicitly: no defaults anywhere);
+2. the agent starts and enrols;
+3. the watcher (sensor + detection) attaches, told which pids are the server and the agent, so their own
+   activity is not telemetry;
+4. only then does the operation start, so the sensor sees every link from its first instruction;
+5. when the operation has finished (its cleanup included), the watcher drains the kernel and ships the
+   last batch before it exits;
+6. validation reads links, events and alerts back from storage and classifies every link.
+
+Children are stopped by their own PIDs, in reverse order, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from assay.cli._children import Child, ChildError, assay_argv, wait_until
+from assay.content import load_builtin
+from assay.detection import Engine
+from assay.emulation import Link
+from assay.errors import AssayError, ConfigError
+from assay.storage import Store, sqlite_url
+from assay.validation import LinkRecord, RoundReport, validate
+
+# The built-in adversary that runs every ability of the first library (content/data/adversaries).
+DEFAULT_ADVERSARY = "5b1f3c9e-7a2d-4e8b-9c61-0d4a7e2f8b10"
+# The sensor delivers in batches (lazy wake-up, ~20 ms) and the watcher ships every 250 ms: give the last
+# link's telemetry this long to reach the watcher before asking it to drain and stop.
+SETTLE_SECONDS = 0.75
+
+
+@dataclass
+class RoundConfig:
+    data_dir: Path
+    adversary_id: str = DEFAULT_ADVERSARY
+    content_paths: list[Path] = field(default_factory=list)
+    rule_paths: list[Path] = field(default_factory=list)
+    allowlist_paths: list[Path] = field(default_factory=list)
+    source: str = "auto"
+    group: str = "assay-round"
+    timeout: float = 600.0
+
+
+@dataclass
+class Progress:
+    """What the caller is told while the operation runs."""
+
+    state: str
+    total: int
+    finished: int
+    current: str | None
+
+
+@dataclass
+class RoundResult:
+    report: RoundReport
+    operation_id: str
+    sensor_source: str
+    data_dir: Path
+    server_pid: int
+    agent_pid: int
+    watcher_pid: int
+
+
+def link_record(link: Link) -> LinkRecord:
+    """Emulation's stored link → validation's input record."""
+    return LinkRecord(
+        link_id=link.id,
+        ability_id=link.ability_id,
+        technique_id=link.technique_id,
+        command=link.command,
+        status=int(link.status),
+        ability_name=link.ability_name,
+        tactic=link.tactic,
+        host=link.host or None,
+        paw=link.paw,
+        pid=link.pid,
+        start_ticks=link.start_ticks,
+        exit_code=link.exit_code,
+        delegated=link.delegated_at,
+        started=link.started_at,
+        finished=link.finished_at,
+        cleanup=link.cleanup,
+        skip_reason=link.skip_reason,
+        stderr=link.stderr,
+    )
+
+
+class LocalRound:
+    def __init__(self, config: RoundConfig, on_progress: Callable[[Progress], None] = lambda p: None) -> None:
+        self.config = config
+        self.on_progress = on_progress
+        self.api_key = secrets.token_urlsafe(32)
+        self.enrol_token = secrets.token_urlsafe(32)
+        self.paw = f"round-{secrets.token_hex(4)}"
+        self.children: list[Child] = []
+
+    # -- children -------------------------------------------------------------------------------------------
+    def _start_server(self) -> tuple[Child, str]:
+        cfg = self.config
+        args = [
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(cfg.data_dir),
+            "--api-key",
+            self.api_key,
+            "--enrol-token",
+            self.enrol_token,
+        ]
+        for path in cfg.content_paths:
+            args += ["--content", str(path)]
+        server = Child("server", assay_argv(*args), cfg.data_dir / "server.log").start()
+        self.children.append(server)
+        url: list[str] = []
+
+        def listening() -> bool:
+            for line in server.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+                if "listening on " in line:
+                    url.append(line.rsplit("listening on ", 1)[1].strip())
+                    return True
+            return False
+
+        wait_until("the server to listen", listening, 30.0, [server])
+        return server, url[0]
+
+    def _start_agent(self, url: str) -> Child:
+        argv = [
+            sys.executable,
+            "-m",
+            "assay.agent",
+            "--server",
+            url,
+            "--enrol-token",
+            self.enrol_token,
+            "--group",
+            self.config.group,
+            "--paw",
+            self.paw,
+        ]
+        agent = Child("agent", argv, self.config.data_dir / "agent.log").start()
+        self.children.append(agent)
+        return agent
+
+    def _start_watcher(self, url: str, server: Child, agent: Child) -> tuple[Child, str]:
+        cfg = self.config
+        ready = cfg.data_dir / "watch.ready"
+        args = [
+            "watch",
+            "--server",
+            url,
+            "--source",
+            cfg.source,
+            "--ignore-pid",
+            str(server.pid),
+            "--ignore-pid",
+            str(os.getpid()),  # this process polls the API; it is not part of the round
+            "--agent-pid",
+            str(agent.pid),
+            "--ready-file",
+            str(ready),
+        ]
+        for path in cfg.rule_paths:
+            args += ["--rules", str(path)]
+        for path in cfg.allowlist_paths:
+            args += ["--allowlist", str(path)]
+        watcher = Child(
+            "watcher", assay_argv(*args), cfg.data_dir / "watch.log", env={"ASSAY_API_KEY": self.api_key}
+        )
+        watcher.start()
+        self.children.append(watcher)
+        wait_until("the sensor to attach", ready.exists, 60.0, [watcher, server])
+        source = json.loads(ready.read_text(encoding="utf-8")).get("source", "?")
+        return watcher, str(source)
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    # -- the round ------------------------------------------------------------------------------------------
+    def run(self) -> RoundResult:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            server, url = self._start_server()
+            agent = self._start_agent(url)
+            client = httpx.Client(base_url=url, headers={"KEY": self.api_key}, timeout=10.0)
+            with client:
+                wait_until("the agent to enrol", lambda: self._enrolled(client), 30.0, [server, agent])
+                watcher, source = self._start_watcher(url, server, agent)
+                op_id = self._start_operation(client)
+                self._follow(client, op_id, [server, agent, watcher])
+            time.sleep(SETTLE_SECONDS)
+            watcher.stop(timeout=30.0)  # SIGTERM: drain the kernel, flush correlations, ship, exit
+            if watcher.proc is not None and watcher.proc.returncode not in (0, -15):
+                raise ChildError(
+                    f"the watcher failed (exit {watcher.proc.returncode}):\n{watcher.log_tail()}"
+                )
+            report = self._validate(op_id, source)
+            return RoundResult(report, op_id, source, cfg.data_dir, server.pid, agent.pid, watcher.pid)
+        finally:
+            self.stop_all()
+
+    def _enrolled(self, client: httpx.Client) -> bool:
+        resp = client.get("/api/v2/agents")
+        return resp.status_code == 200 and any(a.get("paw") == self.paw for a in resp.json())
+
+    def _start_operation(self, client: httpx.Client) -> str:
+        body = {
+            "name": f"assay round {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            "adversary": {"adversary_id": self.config.adversary_id},
+            "planner": {"id": "atomic"},
+            "group": self.config.group,
+            "auto_close": True,
+        }
+        resp = client.post("/api/v2/operations", json=body)
+        if resp.status_code != 200:
+            raise ConfigError(f"the server refused the operation ({resp.status_code}): {resp.text[:500]}")
+        return str(resp.json()["id"])
+
+    def _follow(self, client: httpx.Client, op_id: str, children: list[Child]) -> None:
+        deadline = time.monotonic() + self.config.timeout
+        while True:
+            for child in children:
+                child.check()
+            op = client.get(f"/api/v2/operations/{op_id}").json()
+            links: list[dict[str, Any]] = client.get(f"/api/v2/operations/{op_id}/links").json()
+            current = next((lk for lk in links if lk.get("finished_at") is None), None)
+            self.on_progress(
+                Progress(
+                    state=str(op.get("state")),
+                    total=len(links),
+                    finished=sum(1 for lk in links if lk.get("finished_at") is not None),
+                    current=(current.get("ability_name") or current.get("ability_id")) if current else None,
+                )
+            )
+            if op.get("state") in ("finished", "out_of_time"):
+                return
+            if time.monotonic() > deadline:
+                raise AssayError(f"operation {op_id} did not finish within {self.config.timeout:.0f} s")
+            time.sleep(0.1)
+
+    def _validate(self, op_id: str, source: str) -> RoundReport:
+        cfg = self.config
+        engine = Engine.load(
+            rule_paths=list(cfg.rule_paths), allowlist_paths=list(cfg.allowlist_paths), include_builtin=True
+        )
+        library = load_builtin(cfg.content_paths).library
+        adversary = library.adversary(cfg.adversary_id)
+        profile = (
+            {library.abilities[a].technique_id for a in adversary.atomic_ordering if a in library.abilities}
+            if adversary
+            else None
+        )
+        store = Store.open(sqlite_url(cfg.data_dir), migrate=False)
+        try:
+            links = [link_record(lk) for lk in store.links(op_id)]
+            events, alerts = store.telemetry_for_operation(op_id, margin=2.0)
+        finally:
+            store.close()
+        return validate(
+            links,
+            events,
+            alerts,
+            mapped_techniques=engine.mapped_techniques,
+            consumed_actions=engine.consumed_actions,
+            profile_techniques=profile,
+            meta={
+                "operation_id": op_id,
+                "adversary_id": cfg.adversary_id,
+                "sensor_source": source,
+                "rules": len([r for r in engine.rules if r.supported]),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
