@@ -133,6 +133,19 @@ def test_beacon_reply_shapes_match_caldera(compat: Server) -> None:
     compat.call("PATCH", f"/api/v2/agents/{paw}", {"group": "elsewhere"})
 
 
+def test_sandcat_profile_with_go_nulls_registers(compat: Server) -> None:
+    # Sandcat's GetFullProfile, as Go marshals it with P2P off: nil maps and slices become null.
+    profile = {"paw": "gonulls", "server": compat.url, "group": "red", "host": "h", "contact": "HTTP",
+               "username": "u", "architecture": "amd64", "platform": "linux", "location": "./splunkd",
+               "pid": 42, "ppid": 1, "executors": ["sh", "proc"], "privilege": "User", "exe_name": "splunkd",
+               "proxy_receivers": None, "origin_link_id": "", "deadman_enabled": True,
+               "available_contacts": ["HTTP"], "host_ip_addrs": None, "upstream_dest": compat.url}  # fmt: skip
+    status, reply = beacon(compat, profile)
+    assert status == 200 and reply["paw"] == "gonulls" and isinstance(reply["sleep"], int)
+    _, agent = compat.call("GET", "/api/v2/agents/gonulls")
+    assert agent["executors"] == ["sh", "proc"] and agent["deadman_enabled"] is True
+
+
 def test_untrusted_agents_get_no_instructions_until_trusted_again(compat: Server) -> None:
     profile = {"paw": "untrust1", "platform": "linux", "executors": ["sh"], "group": "tr"}
     assert beacon(compat, profile)[0] == 200

@@ -207,7 +207,7 @@ def _profile(data: Mapping[str, Any]) -> Beacon:
     privilege = data.get("privilege", "User")
     if privilege not in ("User", "Elevated"):
         raise _bad(f"must be 'User' or 'Elevated', got {privilege!r}"[:200], "privilege")
-    executors = _list_of_text(data.get("executors", []), "executors")
+    executors = _list_of_text(data.get("executors") or [], "executors")
     pids = {n: None if data.get(n) in (None, "") else _integer(data[n], n) for n in ("pid", "ppid")}
     for name, number in pids.items():
         if number is not None and number < 0:
@@ -221,7 +221,7 @@ def _profile(data: Mapping[str, Any]) -> Beacon:
         ("deadman_enabled", bool),
         ("trusted", bool),
     ):
-        if name in data:
+        if data.get(name) is not None:  # Go marshals a nil map or slice as null (Sandcat without P2P)
             if not isinstance(data[name], kind):
                 raise _bad(f"must be a {kind.__name__}, got {type(data[name]).__name__}", name)
             if len(json.dumps(data[name])) > _MAX_TEXT:
