@@ -135,11 +135,28 @@ def test_beacon_reply_shapes_match_caldera(compat: Server) -> None:
 
 def test_sandcat_profile_with_go_nulls_registers(compat: Server) -> None:
     # Sandcat's GetFullProfile, as Go marshals it with P2P off: nil maps and slices become null.
-    profile = {"paw": "gonulls", "server": compat.url, "group": "red", "host": "h", "contact": "HTTP",
-               "username": "u", "architecture": "amd64", "platform": "linux", "location": "./splunkd",
-               "pid": 42, "ppid": 1, "executors": ["sh", "proc"], "privilege": "User", "exe_name": "splunkd",
-               "proxy_receivers": None, "origin_link_id": "", "deadman_enabled": True,
-               "available_contacts": ["HTTP"], "host_ip_addrs": None, "upstream_dest": compat.url}  # fmt: skip
+    profile = {
+        "paw": "gonulls",
+        "server": compat.url,
+        "group": "red",
+        "host": "h",
+        "contact": "HTTP",
+        "username": "u",
+        "architecture": "amd64",
+        "platform": "linux",
+        "location": "./splunkd",
+        "pid": 42,
+        "ppid": 1,
+        "executors": ["sh", "proc"],
+        "privilege": "User",
+        "exe_name": "splunkd",
+        "proxy_receivers": None,
+        "origin_link_id": "",
+        "deadman_enabled": True,
+        "available_contacts": ["HTTP"],
+        "host_ip_addrs": None,
+        "upstream_dest": compat.url,
+    }
     status, reply = beacon(compat, profile)
     assert status == 200 and reply["paw"] == "gonulls" and isinstance(reply["sleep"], int)
     _, agent = compat.call("GET", "/api/v2/agents/gonulls")
