@@ -494,10 +494,11 @@ class BeaconCore:
             tasks = self._tasks.pop(paw, [])
         links = self.operations.take(paw, now)
         out = [*tasks, *(self._instruction(lk, agent) for lk in links)]
+        handed = {lk.id: lk.delegated_at or now for lk in links}  # the time recorded on the link
         if out:
             self.ledger.audit(
                 AuditEntry(
-                    now,
+                    handed.get(i.id, now),
                     "dispatch",
                     principal=f"agent:{paw}",
                     operation_id=i.operation_id or None,
