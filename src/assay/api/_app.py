@@ -33,7 +33,7 @@ from assay.api._records import records_router
 from assay.api._state import ServerConfig, ServerState, open_state
 from assay.api._telemetry import decode_batch
 from assay.c2 import CalderaContact, FileContact, NativeContact, Principal, Refused
-from assay.errors import AssayError, C2Error, EmulationError
+from assay.errors import AssayError, C2Error, EmulationError, StorageError
 
 log = logging.getLogger("assay.api")
 
@@ -41,6 +41,8 @@ log = logging.getLogger("assay.api")
 def _status_for(exc: AssayError) -> int:
     if isinstance(exc, Refused):
         return exc.status
+    if isinstance(exc, StorageError):
+        return 503  # the database failed, not the request
     if isinstance(exc, EmulationError) and "no running operation" in exc.message:
         return 404
     return 400

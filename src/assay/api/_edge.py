@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from assay.c2 import AuditEntry, CalderaContact, Refused
 from assay.c2._caldera import MAX_BEACON_BYTES
-from assay.errors import AssayError, C2Error
+from assay.errors import AssayError, C2Error, StorageError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -152,6 +152,10 @@ class Edge:
             return
         except C2Error as exc:
             await _json(send, 400, error_body(exc))
+            return
+        except StorageError as exc:  # the database failed, not the agent: it may try again later
+            log.error("beacon not recorded: %s", exc)
+            await _json(send, 503, error_body(exc))
             return
         await send(
             {
