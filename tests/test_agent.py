@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.agent import Agent, AgentError, FakeTransport, Runner, start_ticks
+from assay.agent._agent import OUTPUT_CAP
 
 
 def _stat_ticks(stat_line: str) -> int:
@@ -170,3 +171,11 @@ def test_results_the_server_did_not_acknowledge_are_kept() -> None:
     agent.unsent = [{"id": "A"}, {"id": "B"}]
     agent.flush()
     assert agent.unsent == [{"id": "B"}]
+
+
+def test_output_is_capped_and_the_truncation_reported() -> None:
+    outcome = Runner().run("sh", "head -c 3000000 /dev/zero | tr '\\0' a; echo done >&2", 30)
+    assert outcome.status == 0 and len(outcome.stdout) == OUTPUT_CAP
+    dropped = 3000000 - OUTPUT_CAP
+    assert outcome.stderr.startswith("done\n")
+    assert f"stdout truncated, {dropped} bytes dropped" in outcome.stderr
