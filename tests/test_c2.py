@@ -24,7 +24,7 @@ from assay.c2 import (
     matches,
     slow_hash,
 )
-from assay.content import Ability, Adversary, Executor, Library
+from assay.content import Ability, Adversary, Executor, Library, Safety
 from assay.emulation import Agent, LinkStatus, OperationService, OperationState, Result
 from assay.errors import C2Error, EmulationError
 
@@ -33,7 +33,8 @@ def _library() -> Library:
     lib = Library()
     for aid, cleanup in (("a", ("undo a",)), ("b", ())):
         lib.abilities[aid] = Ability(aid, aid, "discovery", "T1082", "System Information Discovery",
-                                     (Executor("sh", "linux", f"echo {aid}", cleanup),))  # fmt: skip
+                                     (Executor("sh", "linux", f"echo {aid}", cleanup),),
+                                     safety=Safety.SAFE)  # fmt: skip
     lib.adversaries["adv"] = Adversary("adv", "adv", ("a", "b"))
     return lib
 

@@ -158,4 +158,9 @@ def open_state(config: ServerConfig) -> ServerState:
     roots = [config.data_dir / "payloads", *config.payload_dirs]
     roots += [p / "payloads" for p in config.content_paths if (p / "payloads").is_dir()]
     payloads = PayloadStore(roots, config.data_dir / "uploads")
-    return ServerState(store, content, core, waiters, keys, records, payloads, config, generated)
+    state = ServerState(store, content, core, waiters, keys, records, payloads, config, generated)
+    # Content created through the API, and operations that were live when the server stopped or died.
+    from assay.api._operations import resume
+
+    resume(state)
+    return state

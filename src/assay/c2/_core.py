@@ -108,7 +108,7 @@ class MemoryLedger:
     def link(self, link_id: str) -> Link | None:
         return self.link_rows.get(link_id)
 
-    def save_operation(self, op: Operation, links: Iterable[Link] = ()) -> None:
+    def save_operation(self, op: Operation, links: Iterable[Link] = (), **_facts: object) -> None:
         self.operation_rows[op.id] = op.state
         self.save_links(links)
 
@@ -116,8 +116,21 @@ class MemoryLedger:
         for link in links:
             self.link_rows[link.id] = link
 
-    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
+    def save_result(
+        self,
+        result: Result,
+        paw: str,
+        received_at: float,
+        *,
+        accepted: bool,
+        operation: Operation | None = None,
+        links: Iterable[Link] = (),
+        **_facts: object,
+    ) -> None:
         self.result_rows.append((result, paw, received_at, accepted))
+        if operation is not None:
+            self.operation_rows[operation.id] = operation.state
+        self.save_links(links)
 
     def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:
         self.settings_rows[paw] = settings

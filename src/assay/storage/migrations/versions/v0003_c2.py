@@ -1,7 +1,7 @@
 """C2: agent settings (sleep, watchdog, pending kill, Caldera profile extras) and the audit trail.
 
-Revision ID: c2_0002
-Revises: 0001
+Revision ID: 0003_c2
+Revises: 0002_emulation
 Create Date: 2026-11-24
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "c2_0002"
-down_revision = "0001"
+revision = "0003_c2"
+down_revision = "0002_emulation"
 branch_labels = None
 depends_on = None
 
