@@ -39,7 +39,7 @@ _KINDS = ("ability", "adversary", "source")
 def _node(data: Any, where: str) -> YMap:
     """JSON is YAML: parse it with the line-keeping loader so errors name a line and a field."""
     try:
-        node = load_yaml(json.dumps(data, indent=2), where)
+        node = load_yaml(json.dumps(data, indent=2, ensure_ascii=False), where)
     except RecursionError as exc:
         raise ContentError("nested too deeply", None) from exc
     if not isinstance(node, YMap):
