@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from assay.c2 import AuditEntry, CalderaContact, Refused
+from assay.c2 import AuditEntry, CalderaContact, Refused, invalid_unicode
 from assay.c2._caldera import MAX_BEACON_BYTES
 from assay.errors import AssayError, C2Error, StorageError
 
@@ -112,8 +113,23 @@ class Edge:
                 send, 413, {"error": f"request body of {declared} bytes is over the {limit}-byte limit"}
             )
             return
-        if declared is None and scope.get("method") in _AUDITED:
-            body = await read_body(receive, limit)  # chunked: read it here, within the limit, then replay
+        if scope.get("method") in _AUDITED and _is_json(scope):
+            # Read here (within the limit, which also covers a chunked body), check, then replay to the app.
+            body = await read_body(receive, limit)
+            if body is None:
+                await _json(send, 413, {"error": f"request body is over the {limit}-byte limit"})
+                return
+            where = _lone_surrogate(body)
+            if where is not None:
+                await _json(
+                    send,
+                    400,
+                    {"error": f"{where}: not valid Unicode (a lone surrogate escape such as \\udc80)"},
+                )
+                return
+            receive = _replay(body, receive)
+        elif declared is None and scope.get("method") in _AUDITED:
+            body = await read_body(receive, limit)
             if body is None:
                 await _json(send, 413, {"error": f"request body is over the {limit}-byte limit"})
                 return
@@ -197,6 +213,27 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+def _lone_surrogate(body: bytes) -> str | None:
+    """Where a JSON body holds a lone surrogate; a regex finds candidates, so most bodies are never parsed."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None  # not JSON: the app says so, with its own message
+    return invalid_unicode(parsed)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -9,7 +9,14 @@
 """
 
 from assay.c2._auth import KeyRing, Principal, digest, matches, new_secret, slow_hash
-from assay.c2._caldera import Beacon, CalderaContact, decode_beacon, encode_instruction, encode_reply
+from assay.c2._caldera import (
+    Beacon,
+    CalderaContact,
+    decode_beacon,
+    encode_instruction,
+    encode_reply,
+    invalid_unicode,
+)
 from assay.c2._core import (
     SWEEP_INTERVAL,
     AgentDefaults,
@@ -62,6 +69,7 @@ __all__ = [
     "digest",
     "encode_instruction",
     "encode_reply",
+    "invalid_unicode",
     "matches",
     "new_secret",
     "safe_name",

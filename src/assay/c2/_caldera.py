@@ -99,11 +99,34 @@ def _bad(message: str, where: str) -> C2Error:
     return C2Error(message, Source(field=where))
 
 
+def invalid_unicode(value: Any, where: str = "body") -> str | None:
+    """Where in decoded JSON a string holds a lone surrogate (``"\\udad4"`` is valid JSON syntax, but no
+    Unicode text: storing it works, and every later reply that includes it fails to encode)."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return at
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if invalid_unicode(key, at) is not None:
+                    return f"{at} (a key)"
+                stack.append((sub, f"{at}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{at}[{i}]") for i, sub in enumerate(item))
+    return None
+
+
 def _text(value: Any, where: str, limit: int) -> str:
     if not isinstance(value, str):
         raise _bad(f"must be a string, got {type(value).__name__}", where)
     if len(value) > limit:
         raise _bad(f"is longer than {limit} characters", where)
+    if invalid_unicode(value) is not None:
+        raise _bad("is not valid Unicode (a lone surrogate escape)", where)
     return value
 
 
@@ -226,6 +249,8 @@ def _profile(data: Mapping[str, Any]) -> Beacon:
                 raise _bad(f"must be a {kind.__name__}, got {type(data[name]).__name__}", name)
             if len(json.dumps(data[name])) > _MAX_TEXT:
                 raise _bad(f"is larger than {_MAX_TEXT} bytes", name)
+            if (bad := invalid_unicode(data[name], name)) is not None:
+                raise _bad("is not valid Unicode (a lone surrogate escape)", bad[:200])
             extras[name] = data[name]
     for name in ("origin_link_id", "pending_contact", "upstream_dest"):
         if name in values:
