@@ -64,6 +64,8 @@ def post_beacon(server: Server, body: bytes) -> tuple[int, Any]:
         (b64({"paw": "x", "results": [{"id": "l", "pid": "x"}]}), 400, "field 'results[0].pid'"),
         (b64({"paw": "x", "results": [{"id": "l", "agent_reported_time": "yesterday"}]}), 400, "%Y-%m-%dT"),
         (b64({"paw": "x", "results": [{"id": "nope", "status": "0"}]}), 409, "result rejected"),
+        (base64.b64encode(b'{"paw": "x", "host": "h\\udc80"}'), 400, "field 'host': is not valid Unicode"),
+        (base64.b64encode(b'{"paw": "x", "host_ip_addrs": ["\\ud800"]}'), 400, "not valid Unicode"),
     ],
 )
 def test_bad_beacons_get_a_4xx_that_names_the_problem(
@@ -236,6 +238,15 @@ def test_native_contact_rejects_garbage(server: Server) -> None:
         "POST", "/agent/results", {"results": [{"id": "x", "status": 0}]}, key=None, headers=bearer
     )
     assert status == 200 and body["rejected"][0]["id"] == "x" and body["acknowledged"] == ["x"]
+
+
+def test_lone_surrogates_in_json_are_refused_before_anything_is_stored(server: Server) -> None:
+    raw = b'{"name": "x\\udc80", "adversary": {"adversary_id": "c2-small"}}'
+    status, body = server.call("POST", "/api/v2/operations", raw=raw)
+    assert status == 400 and "body.name: not valid Unicode" in body["error"]
+    status, body = server.call("PUT", "/api/v2/sources/s1", raw=b'{"id": "s1", "name": "ok \\ud83d\\ude00"}')
+    assert status == 200 and body["name"] == "ok \U0001f600"  # a surrogate pair is a character
+    assert server.call("GET", "/api/v2/sources/s1")[1]["name"] == "ok \U0001f600"
 
 
 def test_api_json_errors_are_4xx(server: Server) -> None:
