@@ -190,15 +190,21 @@ class Edge:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            elif message["type"] == "http.response.body" and len(kept) < _KEEP_REPLY:
-                kept.extend(message.get("body", b"")[: _KEEP_REPLY - len(kept)])
+            elif message["type"] == "http.response.body":
+                if len(kept) < _KEEP_REPLY:
+                    kept.extend(message.get("body", b"")[: _KEEP_REPLY - len(kept)])
+                if not message.get("more_body", False):
+                    # Before the last bytes go out: whoever hears the answer finds the call in the trail.
+                    await self._record(scope, status, bytes(kept))
             await send(message)
 
         await self.app(scope, receive, tap)
+
+    async def _record(self, scope: Scope, status: int, reply: bytes) -> None:
         principal = (scope.get("state") or {}).get("principal")
         if principal is None:
             return  # refused before authentication (401): nothing was done by anyone
-        entry = _api_entry(scope, status, bytes(kept), str(principal), self.clock())
+        entry = _api_entry(scope, status, reply, str(principal), self.clock())
         try:
             await run_in_threadpool(self.audit, entry)
         except AssayError as exc:  # the call is done; losing its audit row must at least be visible
