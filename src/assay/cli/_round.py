@@ -36,8 +36,8 @@ from assay.errors import AssayError, ConfigError
 from assay.storage import Store, sqlite_url
 from assay.validation import LinkRecord, RoundReport, validate
 
-# The built-in adversary that runs every ability of the first library (content/data/adversaries).
-DEFAULT_ADVERSARY = "5b1f3c9e-7a2d-4e8b-9c61-0d4a7e2f8b10"
+# "Linux full validation": every safe built-in ability (content/data/adversaries/linux-full-validation.yml).
+DEFAULT_ADVERSARY = "e02fe718-7455-5367-a1d0-5fbf3f1599bc"
 # The sensor delivers in batches (lazy wake-up, ~20 ms) and the watcher ships every 250 ms: give the last
 # link's telemetry this long to reach the watcher before asking it to drain and stop.
 SETTLE_SECONDS = 0.75
