@@ -363,6 +363,7 @@ def native_links(n: int, agents: int = 2) -> None:
                 "name": "true",
                 "tactic": "execution",
                 "technique_id": "T1059.004",
+                "safety": "safe",
                 "executors": [{"name": "sh", "platform": "linux", "command": "true"}],
             }
             for i in range(n)
@@ -446,7 +447,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run (max 60)")
     parser.add_argument("--native-links", type=int, default=20)
     args = parser.parse_args()
-    counts = [min(int(n), 5000) for n in args.agents.split(",") if n]
+    counts = [min(int(n), 5000) for n in args.agents.split(",") if n and int(n) > 0]
     random.seed(1)
     try:
         import uvloop  # noqa: F401
@@ -458,9 +459,10 @@ def main() -> None:
         f"load generator: this process, one {generator} loop, raw sockets, HTTP/1.1 keep-alive, "
         f"one connection per agent; {os.cpu_count()} CPUs shared with the server"
     )
-    print(f"load average before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
-    beacons(counts, min(args.duration, 60.0))
-    print(f"load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    if counts:
+        print(f"load average before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+        beacons(counts, min(args.duration, 60.0))
+        print(f"load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     auth_cost()
     if args.native_links:
         native_links(args.native_links)
