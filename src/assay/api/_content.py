@@ -8,6 +8,7 @@ in the database, and loaded again at every start (:func:`load_stored_content`).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +37,22 @@ if TYPE_CHECKING:
 _KINDS = ("ability", "adversary", "source")
 
 
+# Characters JSON leaves as they are but a YAML stream may not hold (or reads as line breaks: NEL, U+2028,
+# U+2029); inside a JSON string, the only place they can be, YAML's \uXXXX escape gives them back.
+# Other non-ASCII text stays text: an escaped surrogate pair would be read by YAML as two lone surrogates.
+_YAML_UNPRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def _node(data: Any, where: str) -> YMap:
     """JSON is YAML: parse it with the line-keeping loader so errors name a line and a field."""
     try:
-        node = load_yaml(json.dumps(data, indent=2), where)
+        node = load_yaml(
+            _YAML_UNPRINTABLE.sub(_escape, json.dumps(data, indent=2, ensure_ascii=False)), where
+        )
     except RecursionError as exc:
         raise ContentError("nested too deeply", None) from exc
     if not isinstance(node, YMap):

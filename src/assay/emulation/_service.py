@@ -201,9 +201,14 @@ class OperationService:
         """Everything ready for ``paw``, exactly once: delivery is recorded before returning."""
         with self._lock:
             out: list[Link] = []
+            stamp: float | None = None
             for op in self.operations.values():
                 for link in op.undelivered(paw, now):
-                    op.mark_delivered(link, now)
+                    if stamp is None:
+                        # Read under the lock: ``now`` was read before it, and a link planned in between
+                        # (by another thread) would otherwise be delivered before it was planned.
+                        stamp = max(now, self.clock())
+                    op.mark_delivered(link, stamp)
                     out.append(link)
             if out:
                 try:
