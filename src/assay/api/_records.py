@@ -14,7 +14,6 @@ from fastapi import APIRouter, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
 from assay.api._state import ServerState
-from assay.emulation import Link
 from assay.events import alert_to_dict, event_to_dict
 
 Limit = Annotated[int, Query(ge=1, le=10_000)]
@@ -35,31 +34,6 @@ class _Rules:
 
                 self._engine = Engine.load(rule_paths=builtin_rule_paths())
             return self._engine
-
-
-def _link_record(link: Link) -> Any:
-    from assay.validation import LinkRecord
-
-    return LinkRecord(
-        link_id=link.id,
-        ability_id=link.ability_id,
-        technique_id=link.technique_id,
-        command=link.command,
-        status=int(link.status),
-        ability_name=link.ability_name,
-        tactic=link.tactic,
-        host=link.host or None,
-        paw=link.paw,
-        pid=link.pid,
-        start_ticks=link.start_ticks,
-        exit_code=link.exit_code,
-        delegated=link.delegated_at,
-        started=link.started_at,
-        finished=link.finished_at,
-        cleanup=link.cleanup,
-        skip_reason=link.skip_reason,
-        stderr=link.stderr,
-    )
 
 
 def records_router(st: ServerState) -> APIRouter:
@@ -131,12 +105,11 @@ def records_router(st: ServerState) -> APIRouter:
         engine = await run_in_threadpool(rules.engine)
 
         def build() -> dict[str, Any]:
-            from assay.validation import validate
+            from assay.validation import round_inputs, validate
 
-            links = st.store.links(operation_id)
-            found_events, found_alerts = st.store.telemetry_for_operation(operation_id)
+            links, found_events, found_alerts = round_inputs(st.store, operation_id)
             report = validate(
-                [_link_record(lk) for lk in links],
+                links,
                 found_events,
                 found_alerts,
                 mapped_techniques=engine.mapped_techniques,
