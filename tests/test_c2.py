@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 
 import pytest
 
-from assay.c2 import BeaconCore, MemoryLedger, clean_paw, digest
-from assay.content import Ability, Adversary, Executor, Library
+from assay.c2 import (
+    SWEEP_INTERVAL,
+    Beacon,
+    BeaconCore,
+    Instruction,
+    KeyRing,
+    MemoryLedger,
+    Principal,
+    ResultOutcome,
+    clean_paw,
+    decode_beacon,
+    digest,
+    encode_reply,
+    matches,
+    slow_hash,
+)
+from assay.content import Ability, Adversary, Executor, Library, Safety
 from assay.emulation import Agent, LinkStatus, OperationService, OperationState, Result
 from assay.errors import C2Error, EmulationError
 
@@ -16,9 +33,14 @@ def _library() -> Library:
     lib = Library()
     for aid, cleanup in (("a", ("undo a",)), ("b", ())):
         lib.abilities[aid] = Ability(aid, aid, "discovery", "T1082", "System Information Discovery",
-                                     (Executor("sh", "linux", f"echo {aid}", cleanup),))  # fmt: skip
+                                     (Executor("sh", "linux", f"echo {aid}", cleanup),),
+                                     safety=Safety.SAFE)  # fmt: skip
     lib.adversaries["adv"] = Adversary("adv", "adv", ("a", "b"))
     return lib
+
+
+def states(outcomes: list[ResultOutcome]) -> list[tuple[str, str]]:
+    return [(o.link_id, str(o.state)) for o in outcomes]
 
 
 class Clock:
@@ -36,10 +58,16 @@ def core() -> tuple[BeaconCore, MemoryLedger, list[str]]:
     woken: list[str] = []
     ids = itertools.count(1)
     clock = Clock()
+    cores: list[BeaconCore] = []  # as assay.api wires them: the service tells the core, the core the contact
     service = OperationService(
-        ledger, _library(), clock=clock, new_id=lambda: f"id{next(ids)}", on_ready=woken.append
+        ledger,
+        _library(),
+        clock=clock,
+        new_id=lambda: f"id{next(ids)}",
+        on_ready=lambda p: cores[0].notify(p),
     )
-    c = BeaconCore(ledger, service, clock=clock)
+    c = BeaconCore(ledger, service, clock=clock, on_ready=woken.append)
+    cores.append(c)
     return c, ledger, woken
 
 
@@ -58,10 +86,13 @@ def test_enrol_beacon_submit_runs_an_operation_to_the_end(
     assert (first.command, first.executor, first.cleanup) == ("echo a", "sh", False)
     assert c.beacon(agent.paw) == []  # delivered exactly once
     assert ledger.link_rows[first.id].delegated_at is not None  # recorded before it was handed out
-    assert c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0, pid=10, start_ticks=5)]) == [first.id]
+    assert states(c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0, pid=10, start_ticks=5)])) == [
+        (first.id, "accepted")
+    ]
     (second,) = c.beacon(agent.paw)
     assert second.command == "echo b"
-    assert c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0)]) == []  # a re-sent result is ignored
+    # a re-sent result is acknowledged as a duplicate and changes nothing
+    assert states(c.submit(agent.paw, [Result(first.id, LinkStatus.SUCCESS, 0)])) == [(first.id, "duplicate")]
     c.submit(agent.paw, [Result(second.id, LinkStatus.ERROR, 2)])
     (cleanup,) = c.beacon(agent.paw)
     assert (cleanup.command, cleanup.cleanup) == ("undo a", True)
@@ -91,10 +122,10 @@ def test_results_are_checked_against_the_agent_and_keys_are_revoked_on_re_enrolm
     c.enrol(Agent("p2"))
     c.start_operation(name="op", adversary_id="adv")
     (link,) = c.beacon("p1")
-    with pytest.raises(C2Error, match="link belongs to agent p1"):
-        c.submit("p2", [Result(link.id, LinkStatus.SUCCESS)])
-    with pytest.raises(C2Error, match="unknown link"):
-        c.submit("p1", [Result("nope", LinkStatus.SUCCESS)])
+    (wrong,) = c.submit("p2", [Result(link.id, LinkStatus.SUCCESS)])
+    assert wrong.state == "rejected" and "link belongs to agent p1" in wrong.reason
+    (unknown,) = c.submit("p1", [Result("nope", LinkStatus.SUCCESS)])
+    assert unknown.state == "rejected" and "unknown link" in unknown.reason
     _, key2 = c.enrol(Agent("p1"))
     with pytest.raises(C2Error, match="unknown agent key"):
         c.agent_for_key(key1)
@@ -114,3 +145,132 @@ def test_bad_operation_requests_name_the_field(core: tuple[BeaconCore, MemoryLed
 def test_paws_are_cleaned_like_caldera() -> None:
     assert clean_paw("ab c/../d") == "abc..d"
     assert len(clean_paw("")) == 6
+
+
+# -- Caldera registration, the idle beacon, timing and trust -----------------------------------------------
+def _caldera(paw: str, **fields: object) -> Beacon:
+    return decode_beacon(base64.b64encode(json.dumps({"paw": paw, **fields}).encode()))
+
+
+def test_an_unchanged_beacon_writes_nothing_and_last_seen_goes_out_in_batches(
+    core: tuple[BeaconCore, MemoryLedger, list[str]],
+) -> None:
+    c, ledger, _ = core
+    full = {
+        "platform": "linux",
+        "executors": ["sh"],
+        "host": "h",
+        "pid": 7,
+        "group": "g",
+        "deadman_enabled": False,
+    }
+    first = _caldera("cal1", **full)
+    agent = c.register(first.profile, first.extras, first.timing, first.present)
+    assert (agent.group, agent.contact, agent.executors) == ("g", "http", ("sh",))
+    writes = ledger.agent_writes
+    for _ in range(100):
+        again = _caldera("cal1", **full)
+        assert c.unchanged(again.profile, again.present)
+        c.seen("cal1")
+    trimmed = _caldera("cal1", platform="linux", host="h", results=[])  # a result beacon's profile
+    assert c.unchanged(trimmed.profile, trimmed.present)  # absent fields are left alone
+    assert ledger.agent_writes == writes  # no write per beacon
+    assert c.flush_seen() == 1 and ledger.seen_rows["cal1"] == agent.last_seen
+    assert c.flush_seen() == 0
+    moved = _caldera("cal1", **{**full, "host": "h2"})
+    assert not c.unchanged(moved.profile, moved.present)
+    c.register(moved.profile, moved.extras, moved.timing, moved.present)
+    assert ledger.agent_writes == writes + 1 and c.agents["cal1"].host == "h2"
+    assert c.agents["cal1"].group == "g"  # Caldera never changes the group from a beacon
+
+
+def test_work_is_looked_for_only_when_there_may_be_some(
+    core: tuple[BeaconCore, MemoryLedger, list[str]],
+) -> None:
+    c, _, _ = core
+    reg = _caldera("cal2", platform="linux", executors=["sh"], group="w")
+    c.register(reg.profile, reg.extras, reg.timing, reg.present)
+    c.beacon("cal2")
+    assert not c.may_have_work("cal2")  # idle, no operation: the beacon is answered from memory
+    c.start_operation(name="op", adversary_id="adv", group="w")
+    assert c.may_have_work("cal2")  # the service said so
+    assert len(c.beacon("cal2")) == 1
+    assert not c.may_have_work("cal2")
+    c.clock.now += SWEEP_INTERVAL  # type: ignore[attr-defined]
+    assert c.may_have_work("cal2")  # an operation is live: look now and then, notified or not
+
+
+def test_timing_is_validated_and_kill_and_trust_change_what_an_agent_gets(
+    core: tuple[BeaconCore, MemoryLedger, list[str]],
+) -> None:
+    c, ledger, _ = core
+    reg = _caldera("cal3", platform="linux", executors=["sh"], sleep_min=2, sleep_max=4)
+    c.register(reg.profile, reg.extras, reg.timing, reg.present)
+    assert all(2 <= c.timing("cal3")[0] <= 4 for _ in range(20))
+    with pytest.raises(C2Error) as exc:
+        c.update_agent("cal3", {"sleep_min": -5})
+    assert exc.value.source is not None and exc.value.source.field == "sleep_min"
+    with pytest.raises(C2Error, match="greater than sleep_max"):
+        c.update_agent("cal3", {"sleep_min": 9, "sleep_max": 3})
+    c.update_agent("cal3", {"trusted": False}, principal="api:admin")
+    c.start_operation(name="op", adversary_id="adv")
+    assert c.beacon("cal3") == []  # untrusted: no instructions
+    c.kill("cal3", principal="api:admin")
+    assert c.status(c.agents["cal3"]) == "pending kill"
+    assert c.timing("cal3") == (3, 1)
+    assert c.status(c.agents["cal3"]) == "dead"
+    assert [e.data for e in ledger.audit_rows if e.kind == "agent"] == [
+        {"patch": {"trusted": False}},
+        {"kill": True},
+    ]
+
+
+def test_a_late_result_completes_the_stored_link_once(
+    core: tuple[BeaconCore, MemoryLedger, list[str]],
+) -> None:
+    c, ledger, _ = core
+    c.enrol(Agent("p1"))
+    op = c.start_operation(name="op", adversary_id="adv")
+    (link,) = c.beacon("p1")
+    c.operations.operations.pop(op.id)  # as after a restart that did not resume the operation
+    (late,) = c.submit("p1", [Result(link.id, LinkStatus.SUCCESS, 0, stdout="late", pid=9)])
+    assert late.state == "accepted" and ledger.link_rows[link.id].stdout == "late"
+    (again,) = c.submit("p1", [Result(link.id, LinkStatus.SUCCESS, 0, stdout="again")])
+    assert again.state == "duplicate" and ledger.link_rows[link.id].stdout == "late"
+    (other,) = c.submit("p2", [Result(link.id, LinkStatus.SUCCESS, 0)])
+    assert other.state == "rejected"
+
+
+def test_dispatches_are_audited_with_agent_command_and_time(
+    core: tuple[BeaconCore, MemoryLedger, list[str]],
+) -> None:
+    c, ledger, _ = core
+    c.enrol(Agent("p1", host="h"))
+    op = c.start_operation(name="op", adversary_id="adv")
+    (link,) = c.beacon("p1")
+    (entry,) = [e for e in ledger.audit_rows if e.kind == "dispatch"]
+    assert (entry.paw, entry.link_id, entry.operation_id) == ("p1", link.id, op.id)
+    assert entry.data["command"] == "echo a" and entry.at == ledger.link_rows[link.id].delegated_at
+
+
+def test_caldera_reply_is_double_encoded() -> None:
+    instruction = Instruction("L1", "op", "sh", "echo hi", 60, False, payloads=("x.sh",))
+    reply = json.loads(base64.b64decode(encode_reply("paw1", 5, 0, [instruction])))
+    assert reply["paw"] == "paw1" and (reply["sleep"], reply["watchdog"]) == (5, 0)
+    (item,) = json.loads(reply["instructions"])
+    decoded = json.loads(item)
+    assert base64.b64decode(decoded["command"]) == b"echo hi" and decoded["payloads"] == ["x.sh"]
+
+
+def test_keyring_verifies_once_then_answers_from_its_cache() -> None:
+    ring = KeyRing()
+    admin = Principal("api", "admin")
+    ring.set(admin, slow_hash("s3cret"))
+    assert ring.cached("s3cret") is None  # never seen: the caller must verify off the event loop
+    assert ring.verify("s3cret", "api") == admin
+    assert ring.cached("s3cret") == admin  # from now on: one HMAC and a dict lookup
+    assert ring.verify("wrong", "api") is None and ring.cached("wrong") is False
+    assert ring.verify("s3cret", "enrol") == admin  # the cache answers; callers check the kind
+    ring.set(admin, slow_hash("rotated"))
+    assert ring.cached("s3cret") is None and ring.verify("s3cret") is None
+    assert matches("legacy", digest("legacy")) and not matches("x", "scrypt$bad")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from assay.cli._round import LocalRound, RoundConfig
-from assay.content import load_builtin
+from assay.content import BUILTIN_ADVERSARY_ID, load_builtin
 from assay.events import Action
 from assay.storage import Store, sqlite_url
 from assay.validation import Outcome
@@ -29,8 +29,10 @@ EXPECTED = {
 
 
 def _ability_for(technique: str) -> str:
+    """The first-round ability of a technique (docs/architecture.md §8); the library has others beside it."""
     library = load_builtin([]).library
-    found = [a.id for a in library.abilities.values() if a.technique_id == technique]
+    first_round = library.adversaries[BUILTIN_ADVERSARY_ID].atomic_ordering
+    found = [a for a in first_round if library.abilities[a].technique_id == technique]
     assert found, f"the built-in library has no ability for {technique}"
     return found[0]
 

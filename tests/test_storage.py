@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from assay.content import Ability, Adversary, Executor, Privilege
+from assay.content import Ability, Adversary, Executor, Privilege, Safety
 from assay.emulation import Agent, AtomicPlanner, LinkStatus, Operation, OperationState, Result, SkipReason
 from assay.errors import StorageError
 from assay.events import Alert, Event, Suppression, entity_id
@@ -37,6 +37,7 @@ ABILITIES = {
         "T1082",
         "System Information Discovery",
         (Executor("sh", "linux", "uname -a", ("rm -rf /tmp/x-#{paw}",)),),
+        safety=Safety.SAFE,
     ),
     "b": Ability(
         "b",
@@ -46,6 +47,7 @@ ABILITIES = {
         "System Owner/User Discovery",
         (Executor("sh", "linux", "id"),),
         privilege=Privilege.ELEVATED,
+        safety=Safety.SAFE,
     ),
 }
 
@@ -57,6 +59,7 @@ def _run_operation(store: Store) -> Operation:
         name="first",
         adversary=Adversary("adv", "adv", ("a", "b")),
         planner=AtomicPlanner(),
+        abilities=ABILITIES,
         group="red",
         created_at=100.0,
     )
@@ -65,7 +68,7 @@ def _run_operation(store: Store) -> Operation:
     op.add_agent(agent)
     counter = itertools.count(1)
     new_id = lambda: f"L{next(counter)}"  # noqa: E731
-    store.save_operation(op, op.advance(ABILITIES, 101.0, new_id))
+    store.save_operation(op, op.advance(101.0, new_id))
     first = op.links[0]
     op.mark_delivered(first, 101.5)
     store.save_links([first])
@@ -76,11 +79,11 @@ def _run_operation(store: Store) -> Operation:
     changed = op.on_result(result, 102.0)
     assert changed is not None
     store.save_result(result, "paw1", 102.0, accepted=True)
-    store.save_operation(op, [changed, *op.advance(ABILITIES, 102.0, new_id)])
+    store.save_operation(op, [changed.link, *op.advance(102.0, new_id)])
     cleanup = op.links[-1]
     op.mark_delivered(cleanup, 102.1)
     op.on_result(Result(cleanup.id, LinkStatus.SUCCESS, 0, pid=4300, start_ticks=987654400), 103.0)
-    store.save_operation(op, [cleanup, *op.advance(ABILITIES, 103.0, new_id)])
+    store.save_operation(op, [cleanup, *op.advance(103.0, new_id)])
     return op
 
 
@@ -168,7 +171,8 @@ def test_telemetry_is_indexed_queryable_and_alerts_are_not_stored_twice(store: S
 
 
 def test_migrated_schema_matches_the_models_and_migrating_again_is_a_no_op(store: Store) -> None:
-    assert store.db.migrate() == store.db.head() == "0001"
+    head = store.db.head()
+    assert head and store.db.migrate() == head
     with store.db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []

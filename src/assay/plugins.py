@@ -44,6 +44,8 @@ class AssaySpecs:
 # Modules of Assay itself that implement hooks.
 # One entry per line, sorted, so parallel additions rarely touch the same lines.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "assay.cli.agent",
+    "assay.cli.content",
     "assay.cli.demo",
     "assay.cli.detect",
     "assay.cli.rules",

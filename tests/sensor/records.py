@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import mmap
+import struct
+
 from assay.sensor import _records as R
+from assay.sensor._ringbuf import RingBuffer
 from assay.sensor._syscalls import by_name
 
 NS = 10_000_000  # ns per clock tick
@@ -131,3 +135,20 @@ def sys_rec(
         raddr.ljust(16, b"\0"),
     )
     return head + data
+
+
+def ring_image(records: list[tuple[bytes, int]], size: int, start: int = 0) -> RingBuffer:
+    """A ring of `size` bytes whose consumer is at `start`, holding `records` (payload, header flag bits)."""
+    page = mmap.PAGESIZE
+    cons, data = mmap.mmap(-1, page), mmap.mmap(-1, page + 2 * size)
+    pos = start
+    for payload, bits in records:
+        for copy in (0, size):  # the data area is mapped twice back to back
+            off = page + copy + (pos & (size - 1))
+            body = struct.pack("<II", len(payload) | bits, 0) + payload
+            end = min(len(body), page + 2 * size - off)
+            data[off : off + end] = body[:end]
+        pos += (len(payload) + 15) & ~7
+    data[0:8] = struct.pack("<Q", pos)
+    cons[0:8] = struct.pack("<Q", start)
+    return RingBuffer.over(cons, data, size)

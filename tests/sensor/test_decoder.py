@@ -253,5 +253,5 @@ def test_fork_context_shortcut_equals_a_rebuild(dec: Decoder) -> None:
     child = dec.tree.get("101:5001")
     assert child is not None and child.cache is not None
     derived = dict(child.cache)
-    rebuilt = dec._context(R.FORK.unpack_from(rec), child.cache_key, child)
+    rebuilt = dec._context(rec, 0, child.cache_key, child)
     assert derived == rebuilt

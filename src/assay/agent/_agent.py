@@ -3,7 +3,16 @@
     python3 -m assay.agent --server http://127.0.0.1:8888 --enrol-token TOKEN [--group red] [--paw P]
 
 It enrols with the token (getting a per-agent key), then holds a beacon open until the server has an
-instruction, runs it, and posts the result the moment it exists. Commands are never put in argv: the
+instruction, runs it, and posts the result the moment it exists. A result stays with the agent until the
+server acknowledges it (by link id), and is sent again after a reconnect; the server records it once. When
+the server is unreachable the agent retries with a capped exponential backoff, so it rides out restarts.
+
+Payloads named by an instruction are downloaded into the working directory before the command runs, and
+their sha256 is checked against what the server announced; a mismatch fails the link, nothing runs.
+Deadman instructions are kept and run when the agent stops: on SIGTERM/SIGINT, when the server kills the
+agent, or when the watchdog expires (no successful contact for ``--watchdog`` seconds).
+
+Commands are never put in argv: the
 executor runs ``sh /dev/fd/3`` (or ``bash``, ``python3``) with the script on an inherited pipe at fd 3 and
 stdin on ``/dev/null`` (docs/architecture.md §7). The agent reports the pid of the process it started and
 that process's start time in clock ticks (field 22 of ``/proc/PID/stat``), read before the process is
@@ -17,6 +26,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import platform
@@ -25,6 +35,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -36,6 +47,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 OUTPUT_CAP = 1 << 20  # bytes kept per stream; the rest is counted and reported, never buffered
+PAYLOAD_CAP = 256 << 20  # the server's own limit on a payload
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 15.0  # seconds between attempts while the server is unreachable
 EXIT_GRACE = 0.5  # after the executor exits, how long its children may keep the output pipes open
 KILL_GRACE = 2.0
 SCRIPT_FD = 3
@@ -291,6 +304,7 @@ class Transport(Protocol):
     def enrol(self, profile: dict[str, Any]) -> dict[str, Any]: ...
     def beacon(self, key: str, wait: float) -> dict[str, Any]: ...
     def results(self, key: str, results: list[dict[str, Any]]) -> dict[str, Any]: ...
+    def download(self, key: str, name: str, paw: str) -> tuple[bytes, str | None]: ...
 
 
 class Unauthorized(AgentError):
@@ -335,6 +349,25 @@ class HttpTransport:
     def results(self, key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         return self._post("/agent/results", {"results": results}, key, 30.0)
 
+    def download(self, key: str, name: str, paw: str) -> tuple[bytes, str | None]:
+        """A payload's bytes and the sha256 the server sent with them."""
+        headers = {"Authorization": f"Bearer {key}", "file": name, "paw": paw, "platform": sys.platform}
+        request = urllib.request.Request(self.server + "/file/download", b"", headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=120) as response:
+                data = response.read(PAYLOAD_CAP + 1)
+                announced = response.headers.get("X-Payload-SHA256")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:300]
+            if exc.code == 401:
+                raise Unauthorized(f"/file/download: 401 {detail}") from exc
+            raise AgentError(f"/file/download {name}: HTTP {exc.code} {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise AgentError(f"/file/download {name}: {exc}") from exc
+        if len(data) > PAYLOAD_CAP:
+            raise AgentError(f"/file/download {name}: larger than {PAYLOAD_CAP} bytes")
+        return data, announced
+
 
 @dataclass
 class FakeTransport:
@@ -343,7 +376,9 @@ class FakeTransport:
     queued: list[dict[str, Any]] = field(default_factory=list)
     posted: list[dict[str, Any]] = field(default_factory=list)
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
     fail_next_results: int = 0
+    kill: bool = False
 
     def enrol(self, profile: dict[str, Any]) -> dict[str, Any]:
         self.profiles.append(profile)
@@ -351,14 +386,22 @@ class FakeTransport:
 
     def beacon(self, key: str, wait: float) -> dict[str, Any]:
         out, self.queued = self.queued, []
-        return {"paw": "fakepaw", "instructions": out}
+        return {"paw": "fakepaw", "instructions": out, "kill": self.kill}
 
     def results(self, key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         if self.fail_next_results > 0:
             self.fail_next_results -= 1
             raise AgentError("connection refused (fake)")
-        self.posted.extend(results)
-        return {"accepted": [r["id"] for r in results]}
+        fresh = [r for r in results if r["id"] not in {p["id"] for p in self.posted}]
+        self.posted.extend(fresh)
+        ids = [r["id"] for r in results]
+        return {"acknowledged": ids, "accepted": [r["id"] for r in fresh], "duplicates": [], "rejected": []}
+
+    def download(self, key: str, name: str, paw: str) -> tuple[bytes, str | None]:
+        if name not in self.files:
+            raise AgentError(f"/file/download {name}: HTTP 404 (fake)")
+        data = self.files[name]
+        return data, hashlib.sha256(data).hexdigest()
 
 
 def profile(group: str, paw: str | None, executors: list[str]) -> dict[str, Any]:
@@ -382,6 +425,10 @@ def profile(group: str, paw: str | None, executors: list[str]) -> dict[str, Any]
     }
 
 
+class Stopped(AgentError):
+    """The server told the agent to stop (an operator's kill)."""
+
+
 class Agent:
     """Beacon loop: enrol, hold a beacon, run each instruction in its own thread, post each result at once."""
 
@@ -393,6 +440,8 @@ class Agent:
         group: str = "red",
         paw: str | None = None,
         wait: float = 25.0,
+        workdir: Path | None = None,
+        watchdog: float = 0.0,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.transport = transport
@@ -400,15 +449,22 @@ class Agent:
         self.group = group
         self.paw = paw
         self.wait = wait
+        self.workdir = workdir or Path.cwd()
+        self.watchdog = watchdog  # seconds without a successful contact before the agent stops; 0 = never
         self.key: str | None = None
         self.log = log or (lambda msg: print(f"assay agent: {msg}", file=sys.stderr, flush=True))
         self.unsent: list[dict[str, Any]] = []
+        self.deadman: list[dict[str, Any]] = []
+        self.last_contact = time.monotonic()
         self._lock = threading.Lock()
         self.workers: list[threading.Thread] = []
 
     def enrol(self) -> None:
-        reply = self.transport.enrol(profile(self.group, self.paw, self.runner.available()))
+        reply = self.transport.enrol(
+            {**profile(self.group, self.paw, self.runner.available()), "deadman_enabled": True}
+        )
         self.paw, self.key = str(reply["paw"]), str(reply["key"])
+        self.last_contact = time.monotonic()
         self.log(f"enrolled as paw {self.paw} (group {self.group})")
 
     def step(self, wait: float | None = None) -> int:
@@ -418,20 +474,68 @@ class Agent:
         assert self.key is not None
         self.flush()
         reply = self.transport.beacon(self.key, self.wait if wait is None else wait)
-        instructions = reply.get("instructions") or []
-        for instruction in instructions:
+        self.last_contact = time.monotonic()
+        if reply.get("kill"):
+            raise Stopped("the server killed this agent")
+        started = 0
+        for instruction in reply.get("instructions") or []:
+            if instruction.get("deadman"):
+                self.deadman.append(instruction)  # runs when the agent stops
+                continue
             worker = threading.Thread(target=self.execute, args=(instruction,), daemon=True)
             worker.start()
             self.workers.append(worker)
+            started += 1
         self.workers = [w for w in self.workers if w.is_alive()]
-        return len(instructions)
+        return started
 
-    def execute(self, instruction: dict[str, Any]) -> None:
-        outcome = self.runner.run(
-            str(instruction.get("executor", "sh")),
-            str(instruction.get("command", "")),
-            float(instruction.get("timeout") or 60),
-        )
+    def _payloads(self, instruction: dict[str, Any]) -> tuple[list[Path], str | None]:
+        """Fetch and check the instruction's payloads; (files written, why it cannot run)."""
+        written: list[Path] = []
+        for item in instruction.get("payloads") or []:
+            name = str(item.get("name", "")) if isinstance(item, dict) else str(item)
+            expected = item.get("sha256") if isinstance(item, dict) else None
+            if not name or "/" in name or name.startswith(".") or "\x00" in name:
+                return written, f"payload name {name!r} is not a plain file name"
+            if expected is None:
+                return written, f"Payload(s) not available: {name}"
+            target = self.workdir / name
+            if target.is_file() and _sha256_file(target) == expected:
+                continue  # already here and intact
+            try:
+                data, announced = self.transport.download(self.key or "", name, self.paw or "")
+            except AgentError as exc:
+                return written, f"Payload(s) not available: {name} ({exc})"
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expected or (announced is not None and announced != expected):
+                return written, (
+                    f"payload {name}: sha256 {actual} does not match the announced {expected}; not run"
+                )
+            fd, tmp = tempfile.mkstemp(dir=self.workdir, prefix=".payload-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            Path(tmp).chmod(0o700)
+            Path(tmp).replace(target)
+            written.append(target)
+        return written, None
+
+    def execute(self, instruction: dict[str, Any]) -> dict[str, Any]:
+        written, problem = self._payloads(instruction)
+        if problem is not None:
+            now = time.time()
+            outcome = Outcome(1, -1, "", problem, None, None, now, now)
+        else:
+            outcome = self.runner.run(
+                str(instruction.get("executor", "sh")),
+                str(instruction.get("command", "")),
+                float(instruction.get("timeout") or 60),
+            )
+        if instruction.get("delete_payload", True):
+            for path in written:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass  # the command removed it itself
         result = {
             "id": instruction["id"],
             "status": outcome.status,
@@ -446,9 +550,10 @@ class Agent:
         with self._lock:
             self.unsent.append(result)
         self.flush()
+        return result
 
     def flush(self) -> None:
-        """Post every result not yet acknowledged. A failure keeps them for the next contact."""
+        """Post every result not yet acknowledged. What the server did not acknowledge is kept and re-sent."""
         with self._lock:
             pending, self.unsent = self.unsent, []
         if not pending or self.key is None:
@@ -456,27 +561,56 @@ class Agent:
                 self.unsent = pending + self.unsent
             return
         try:
-            self.transport.results(self.key, pending)
+            reply = self.transport.results(self.key, pending)
         except AgentError as exc:
             self.log(f"results not delivered, will retry: {exc}")
             with self._lock:
                 self.unsent = pending + self.unsent
+            return
+        acknowledged = set(reply.get("acknowledged") or [])
+        for rejected in reply.get("rejected") or []:
+            self.log(f"server refused the result of {rejected.get('id')}: {rejected.get('reason')}")
+        kept = [r for r in pending if r["id"] not in acknowledged]
+        if kept:
+            with self._lock:
+                self.unsent = kept + self.unsent
+
+    def run_deadman(self) -> None:
+        """Run the stored deadman instructions, one after the other (the agent is stopping)."""
+        tasks, self.deadman = self.deadman, []
+        for instruction in tasks:
+            self.log(f"running deadman instruction {instruction.get('id')}")
+            self.execute(instruction)
 
     def run(self, stop: threading.Event) -> None:
-        backoff = 0.5
+        backoff = BACKOFF_MIN
         while not stop.is_set():
+            if self.watchdog > 0 and time.monotonic() - self.last_contact > self.watchdog:
+                self.log(f"no contact with the server for {self.watchdog:.0f}s: watchdog stops the agent")
+                return
             try:
                 self.step()
-                backoff = 0.5
+                backoff = BACKOFF_MIN
+            except Stopped as exc:
+                self.log(str(exc))
+                return
             except Unauthorized as exc:
                 self.log(f"{exc}; enrolling again")
                 self.key = None
                 stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
             except AgentError as exc:
                 self.log(f"server unreachable ({exc}); retrying in {backoff:.1f}s")
                 stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,17 +626,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wait", type=float, default=25.0, help="seconds a beacon is held open by the server"
     )
+    parser.add_argument("--workdir", default=None, help="where payloads go and commands run (default: cwd)")
+    parser.add_argument(
+        "--watchdog", type=float, default=0.0, help="stop after this many seconds without contact (0: never)"
+    )
     args = parser.parse_args(argv)
     if not args.enrol_token:
         parser.error("--enrol-token (or ASSAY_ENROL_TOKEN) is required")
     token = args.enrol_token
+    workdir = Path(args.workdir).resolve() if args.workdir else Path.cwd()
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chdir(workdir)  # commands run here, beside their payloads (as Sandcat runs in its own directory)
 
     class _Enrolling(HttpTransport):
         def enrol(self, profile: dict[str, Any]) -> dict[str, Any]:
             return super().enrol({**profile, "token": token})
 
     runner = Runner()
-    agent = Agent(_Enrolling(args.server), runner, group=args.group, paw=args.paw, wait=args.wait)
+    agent = Agent(
+        _Enrolling(args.server),
+        runner,
+        group=args.group,
+        paw=args.paw,
+        wait=args.wait,
+        workdir=workdir,
+        watchdog=args.watchdog,
+    )
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -511,10 +660,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    code = 0
     try:
         agent.run(stop)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        code = int(exc.code or 0)
     finally:
         runner.kill_all()  # never leave a command of ours running without its agent
-    return 0
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the deadman instructions run to the end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    agent.run_deadman()
+    return code

@@ -8,6 +8,7 @@ import sys
 import uvicorn
 
 from assay.api._app import create_app
+from assay.api._http import CoalescingHttpToolsProtocol
 from assay.api._state import API_KEY, ENROL_TOKEN, ServerConfig, open_state
 from assay.errors import ConfigError
 
@@ -48,11 +49,29 @@ def serve(
     out.write(
         f"assay serve: database {state.store.db.backend}, {len(state.content.library.abilities)} abilities\n"
     )
+    if config.caldera_compat:
+        out.write(
+            "assay serve: --caldera-compat: Caldera's unauthenticated /beacon and /file/* contacts are ON; "
+            "anyone who can reach this port can register an agent\n"
+        )
     out.write(f"assay serve: listening on http://{shown}:{actual}\n")
     out.flush()
     # Held beacons would otherwise delay a stop by up to their wait: give open requests 2 s, then close.
+    # The stdlib asyncio loop, not uvloop: under 2,000 agents beaconing back to back, uvloop stopped accepting
+    # new connections (1,800 of 2,000 agents never got an answer); asyncio served all of them, fairly
+    # (bench/beacons.py). httptools parses HTTP.
     config_ = uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        loop="asyncio",
+        http=CoalescingHttpToolsProtocol,  # httptools, one write per response (see _http)
+        backlog=4096,
+        timeout_keep_alive=75,  # agents keep one connection open between beacons
+        proxy_headers=False,  # nothing sits in front of it; X-Forwarded-* from a local agent is not trusted
+        server_header=False,
     )
     server = uvicorn.Server(config_)
     server.run(sockets=[sock])

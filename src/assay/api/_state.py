@@ -1,22 +1,38 @@
 """Server state: configuration, storage, content, the operation service and the beacon core, opened once.
 
 ``open_state`` does everything a server start must: open the database and apply migrations, load the content
-library, settle the credentials (generated on first start, stored hashed), and wire the beacon core to the
-operation service and the agent contact's waiters.
+library, settle the credentials (generated on first start, stored hashed, never a default), and wire the
+beacon core to the operation service and the agent contacts.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from assay.c2 import BeaconCore, Waiters, digest, new_secret
+from assay.c2 import (
+    AgentDefaults,
+    AgentSettings,
+    AuditEntry,
+    BeaconCore,
+    KeyRing,
+    PayloadStore,
+    Principal,
+    Waiters,
+    new_secret,
+    slow_hash,
+)
 from assay.content import LoadResult, load_builtin
-from assay.emulation import OperationService
-from assay.storage import Store, sqlite_url
+from assay.emulation import Agent, Link, OperationService, Result
+from assay.storage import C2Records, Store, sqlite_url
 
-API_KEY = "api_key"
+API_KEY = "api_key"  # the admin key's credential name; extra keys are "api_key:<name>"
 ENROL_TOKEN = "enrol_token"
+CONTACT_LOG = 1000  # beacons remembered for GET /api/v2/contacts (Caldera's log grew without bound)
 
 
 @dataclass
@@ -26,10 +42,52 @@ class ServerConfig:
     api_key: str | None = None
     enrol_token: str | None = None
     content_paths: list[Path] = field(default_factory=list)
+    caldera_compat: bool = False  # serve Caldera's unauthenticated /beacon and file transfer
+    payload_dirs: list[Path] = field(default_factory=list)  # searched after <data_dir>/payloads
+    agent_defaults: AgentDefaults = field(default_factory=AgentDefaults)
+    seen_flush_interval: float = 5.0  # seconds between batched last-seen writes
 
     @property
     def database_url(self) -> str:
         return self.db_url or sqlite_url(self.data_dir)
+
+
+class C2Ledger:
+    """The beacon core's :class:`~assay.c2.Ledger` over the store and the C2 tables."""
+
+    def __init__(self, store: Store, records: C2Records) -> None:
+        self.store = store
+        self.records = records
+
+    def save_agent(self, agent: Agent, key_digest: str | None = None) -> None:
+        self.store.save_agent(agent, key_digest)
+
+    def agents(self) -> list[Agent]:
+        return self.store.agents()
+
+    def agent_key_digest(self, paw: str) -> str | None:
+        return self.store.agent_key_digest(paw)
+
+    def link(self, link_id: str) -> Link | None:
+        return self.store.link(link_id)
+
+    def save_links(self, links: Iterable[Link]) -> None:
+        self.store.save_links(links)
+
+    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
+        self.store.save_result(result, paw, received_at, accepted=accepted)
+
+    def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:
+        self.records.save_settings(paw, settings, now)
+
+    def settings(self) -> dict[str, AgentSettings]:
+        return self.records.settings()
+
+    def touch(self, last_seen: Mapping[str, float]) -> None:
+        self.records.touch(last_seen)
+
+    def audit(self, entries: Iterable[AuditEntry]) -> None:
+        self.records.audit(entries)
 
 
 @dataclass
@@ -38,36 +96,71 @@ class ServerState:
     content: LoadResult
     core: BeaconCore
     waiters: Waiters
-    api_digest: str
-    enrol_digest: str
+    keys: KeyRing
+    records: C2Records
+    payloads: PayloadStore
+    config: ServerConfig
     generated: dict[str, str]  # secrets made on this start, to print once
+    contacts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CONTACT_LOG))
+    started_at: float = field(default_factory=time.time)
+
+
+def principal_for(name: str) -> Principal:
+    if name == ENROL_TOKEN:
+        return Principal("enrol", ENROL_TOKEN)
+    if name == API_KEY:
+        return Principal("api", "admin")
+    return Principal("api", name.split(":", 1)[1])
+
+
+def credential_name(principal: Principal) -> str:
+    if principal.kind == "enrol":
+        return ENROL_TOKEN
+    return API_KEY if principal.name == "admin" else f"{API_KEY}:{principal.name}"
 
 
 def settle_credential(store: Store, name: str, given: str | None) -> tuple[str, str | None]:
-    """The digest to check against, and the secret if it was generated now (to show once)."""
+    """The hash to check against, and the secret if it was generated now (to show once)."""
     if given:
-        store.set_credential(name, digest(given))
-        return digest(given), None
-    stored = store.credential(name)
-    if stored:
+        stored = slow_hash(given)
+        store.set_credential(name, stored)
         return stored, None
+    found = store.credential(name)
+    if found:
+        return found, None
     secret = new_secret()
-    store.set_credential(name, digest(secret))
-    return digest(secret), secret
+    stored = slow_hash(secret)
+    store.set_credential(name, stored)
+    return stored, secret
 
 
 def open_state(config: ServerConfig) -> ServerState:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(config.database_url)
+    records = C2Records(store.db)
     content = load_builtin(config.content_paths)
     waiters = Waiters()
-    operations = OperationService(store, content.library, on_ready=waiters.notify)
-    core = BeaconCore(store, operations)
+    cores: list[BeaconCore] = []  # the service needs the core's notify, the core needs the service
+    operations = OperationService(store, content.library, on_ready=lambda paw: cores[0].notify(paw))
+    core = BeaconCore(
+        C2Ledger(store, records), operations, defaults=config.agent_defaults, on_ready=waiters.notify
+    )
+    cores.append(core)
     generated: dict[str, str] = {}
-    api_digest, secret = settle_credential(store, API_KEY, config.api_key)
-    if secret:
-        generated[API_KEY] = secret
-    enrol_digest, secret = settle_credential(store, ENROL_TOKEN, config.enrol_token)
-    if secret:
-        generated[ENROL_TOKEN] = secret
-    return ServerState(store, content, core, waiters, api_digest, enrol_digest, generated)
+    for name, given in ((API_KEY, config.api_key), (ENROL_TOKEN, config.enrol_token)):
+        _, secret = settle_credential(store, name, given)
+        if secret:
+            generated[name] = secret
+    keys = KeyRing()
+    for name, stored in records.credentials().items():
+        if name in (API_KEY, ENROL_TOKEN) or name.startswith(API_KEY + ":"):
+            keys.set(principal_for(name), stored)
+    roots = [config.data_dir / "payloads", *config.payload_dirs]
+    roots += [p / "payloads" for p in config.content_paths if (p / "payloads").is_dir()]
+    payloads = PayloadStore(roots, config.data_dir / "uploads")
+    state = ServerState(store, content, core, waiters, keys, records, payloads, config, generated)
+    # Content created through the API, and operations that were live when the server stopped or died.
+    from assay.api._operations import resume
+
+    resume(state)
+    return state

@@ -12,7 +12,6 @@ from typing import Any
 
 from assay.content import Ability, Adversary
 from assay.emulation import Agent, Link, Operation
-from assay.storage import OperationRecord
 
 
 def caldera_time(ts: float | None) -> str | None:
@@ -42,13 +41,18 @@ def link_view(link: Link) -> dict[str, Any]:
         "tactic": link.tactic,
         "executor": link.executor,
         "command": base64.b64encode(link.command.encode()).decode(),
-        "plaintext_command": link.command,
+        "plaintext_command": link.plaintext_command or link.command,
         "timeout": link.timeout,
+        "score": link.score,
+        "visibility": link.visibility,
+        "jitter": link.jitter,
+        "used": [{"trait": t, "value": v, "name": t} for t, v in link.facts.items()],
         "decide": caldera_time(link.planned_at),
         "collect": caldera_time(link.delegated_at),
         "finish": caldera_time(link.finished_at),
         "agent_reported_time": caldera_time(link.started_at),
         "planned_at": link.planned_at,
+        "available_at": link.available_at,
         "delegated_at": link.delegated_at,
         "started_at": link.started_at,
         "finished_at": link.finished_at,
@@ -61,6 +65,8 @@ def link_view(link: Link) -> dict[str, Any]:
         "entity_id": link.entity_id,
         "skip_reason": link.skip_reason,
         "skip_reason_id": None if link.skip_reason_id is None else int(link.skip_reason_id),
+        "deadman": False,
+        "pin": 0,
     }
 
 
@@ -108,10 +114,18 @@ def ability_view(ability: Ability) -> dict[str, Any]:
                 "parsers": [
                     {
                         "module": p.module,
-                        "parserconfigs": [{"source": p.source, "edge": p.edge, "target": p.target}],
+                        "parserconfigs": [
+                            {
+                                "source": p.source,
+                                "edge": p.edge,
+                                "target": p.target,
+                                "custom_parser_vals": dict(p.custom),
+                            }
+                        ],
                     }
                     for p in e.parsers
                 ],
+                "additional_info": dict(e.additional_info),
             }
             for e in ability.executors
         ],
@@ -124,9 +138,23 @@ def ability_view(ability: Ability) -> dict[str, Any]:
             {"module": r.module, "relationship_match": list(r.relationships)} for r in ability.requirements
         ],
         "safety": None if ability.safety is None else str(ability.safety),
-        "plugin": "assay",
-        "access": {},
+        "plugin": ability.plugin or "assay",
+        "access": dict(ability.access),
         "additional_info": dict(ability.additional_info),
+        "input_arguments": {
+            name: {"description": a.description, "type": a.type, "default": a.default}
+            for name, a in ability.arguments.items()
+        },
+        "dependencies": [
+            {
+                "description": d.description,
+                "prereq_command": d.check,
+                "get_prereq_command": d.get,
+                "needs_network": d.needs_network,
+            }
+            for d in ability.dependencies
+        ],
+        "origin": str(ability.origin) if ability.origin else None,
     }
 
 
@@ -138,47 +166,42 @@ def adversary_view(adversary: Adversary) -> dict[str, Any]:
         "atomic_ordering": list(adversary.atomic_ordering),
         "objective": adversary.objective,
         "tags": list(adversary.tags),
-        "plugin": "assay",
+        "plugin": adversary.plugin or "assay",
+        "has_repeatable_abilities": False,
+        "additional_info": dict(adversary.additional_info),
     }
 
 
-def operation_view(
-    record: OperationRecord, links: list[Link], agents: list[Agent], adversary: Adversary | None
-) -> dict[str, Any]:
-    finished = [lk for lk in links if lk.finished]
-    return {
-        "id": record.id,
-        "name": record.name,
-        "state": str(record.state),
-        "adversary": adversary_view(adversary) if adversary else {"adversary_id": record.adversary_id},
-        "planner": {"id": record.planner_id, "name": record.planner_id},
-        "group": record.group,
-        "auto_close": record.auto_close,
-        "autonomous": 1,
-        "obfuscator": "plain-text",
-        "start": caldera_time(record.created_at),
-        "finish": caldera_time(record.finished_at),
-        "created_at": record.created_at,
-        "finished_at": record.finished_at,
-        "host_group": [agent_view(a) for a in agents],
+def operation_view(op: Operation, *, chain: bool = True) -> dict[str, Any]:
+    """Caldera's operation display (``chain`` holds the links), with Assay's own fields beside it."""
+    links = op.links
+    low, high = op.jitter
+    view: dict[str, Any] = {
+        "id": op.id,
+        "name": op.name,
+        "state": str(op.state),
+        "adversary": adversary_view(op.adversary),
+        "planner": {"id": op.planner.id, "name": op.planner.name, "description": op.planner.description},
+        "source": {"id": op.source_id},
+        "group": op.group,
+        "auto_close": op.auto_close,
+        "autonomous": int(op.autonomous),
+        "obfuscator": op.obfuscator,
+        "jitter": f"{low}/{high}",
+        "visibility": op.visibility,
+        "use_learning_parsers": False,
+        "objective": {"id": op.adversary.objective},
+        "max_safety": op.max_safety.value,
+        "start": caldera_time(op.created_at),
+        "finish": caldera_time(op.finished_at),
+        "created_at": op.created_at,
+        "finished_at": op.finished_at,
+        "host_group": [agent_view(a) for a in op.agents.values()],
         "links_total": len(links),
-        "links_finished": len(finished),
+        "links_finished": sum(1 for lk in links if lk.finished),
         "cleanup_links": sum(1 for lk in links if lk.cleanup),
+        "facts_total": len(op.knowledge.facts),
     }
-
-
-def live_record(op: Operation) -> OperationRecord:
-    return OperationRecord(
-        id=op.id,
-        name=op.name,
-        adversary_id=op.adversary.id,
-        planner_id=op.planner.name,
-        group=op.group,
-        auto_close=op.auto_close,
-        state=op.state,
-        created_at=op.created_at,
-        finished_at=op.finished_at,
-        agents=tuple(op.agents),
-        facts=dict(op.facts),
-        close_requested=op.close_requested,
-    )
+    if chain:
+        view["chain"] = [link_view(lk) for lk in links]
+    return view

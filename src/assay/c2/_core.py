@@ -1,35 +1,80 @@
-"""The transport-agnostic beacon core: enrolment, tasking and results, whatever contact carries them.
+"""The transport-agnostic beacon core: agents, their keys and timing, and the hand-over of work.
 
-Contacts (the native held-request contact now; Caldera's ``/beacon`` in issue 4) are thin adapters that
-decode a request, call the core, and encode its answer. The core never waits: when new work exists for an
-agent it calls ``on_ready(paw)``, and the adapter wakes that agent's held request. Every change is written
-through the :class:`Ledger` before a call returns, so the database always holds the current state.
+Contacts (the native held-request contact, Caldera's ``/beacon``) are thin adapters that decode a request,
+call the core, and encode its answer. Operations live in :class:`~assay.emulation.OperationService`; the core
+asks it what an agent should run and hands it what came back.
+
+Cost per beacon is what makes a server scale (Caldera scans every agent on every beacon; issue 4):
+
+- agents are found by paw and by key digest in dicts, never by a scan;
+- a beacon of a known agent whose profile did not change writes nothing: last-seen times are kept in memory
+  and written in batches (:meth:`BeaconCore.flush_seen`);
+- the operation service is asked for work only when it may have some: when it said so (``notify``), or when
+  an operation is live and this agent has not been asked for a while (a safety net for work that appears
+  without a notification). An idle beacon touches no lock another thread holds.
+
+Every change that matters (a new agent, a dispatched command, a result) is written through the
+:class:`Ledger` before the call returns.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from assay.c2._auth import digest, new_secret
-from assay.emulation import Agent, Link, Operation, OperationService, OperationState, Result
+from assay.c2._model import (
+    MAX_SLEEP,
+    MAX_WATCHDOG,
+    AgentSettings,
+    AuditEntry,
+    Instruction,
+    Refused,
+    ResultOutcome,
+    ResultState,
+)
+from assay.content import Library
+from assay.emulation import (
+    Agent,
+    Link,
+    LinkStatus,
+    Operation,
+    OperationService,
+    OperationState,
+    Result,
+    agent_globals,
+    fill,
+)
 from assay.errors import C2Error, EmulationError, Source
 
 _PAW_CHARS = re.compile(r"[^\w.\-]")
+SWEEP_INTERVAL = 5.0  # seconds between unprompted looks for work per agent while an operation is live
+UNTRUSTED_TIMER = 90  # Caldera: an agent is dead after sleep_max + this many seconds of silence
+MAX_AGENTS = (
+    100_000  # registration refuses more: unauthenticated Caldera registration must not exhaust memory
+)
 
 
 class Ledger(Protocol):
-    """Where the core writes agents as they change (:class:`assay.storage.Store`, :class:`MemoryLedger`)."""
+    """Where the core writes what it changes (``assay.api`` wires the store; :class:`MemoryLedger`: tests)."""
 
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None: ...
     def agents(self) -> list[Agent]: ...
     def agent_key_digest(self, paw: str) -> str | None: ...
+    def link(self, link_id: str) -> Link | None: ...
+    def save_links(self, links: Iterable[Link]) -> None: ...
+    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None: ...
+    def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None: ...
+    def settings(self) -> dict[str, AgentSettings]: ...
+    def touch(self, last_seen: Mapping[str, float]) -> None: ...
+    def audit(self, entries: Iterable[AuditEntry]) -> None: ...
 
 
 @dataclass
@@ -40,22 +85,30 @@ class MemoryLedger:
     operation_rows: dict[str, OperationState] = field(default_factory=dict)
     link_rows: dict[str, Link] = field(default_factory=dict)
     result_rows: list[tuple[Result, str, float, bool]] = field(default_factory=list)
+    settings_rows: dict[str, AgentSettings] = field(default_factory=dict)
+    seen_rows: dict[str, float] = field(default_factory=dict)
+    audit_rows: list[AuditEntry] = field(default_factory=list)
+    agent_writes: int = 0
 
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None:
         old = self.agent_rows.get(agent.paw)
+        self.agent_writes += 1
         self.agent_rows[agent.paw] = (
-            agent,
+            replace(agent),
             key_digest if key_digest is not None else (old[1] if old else None),
         )
 
     def agents(self) -> list[Agent]:
-        return [a for a, _ in self.agent_rows.values()]
+        return [replace(a) for a, _ in self.agent_rows.values()]
 
     def agent_key_digest(self, paw: str) -> str | None:
         row = self.agent_rows.get(paw)
         return row[1] if row else None
 
-    def save_operation(self, op: Operation, links: Iterable[Link] = ()) -> None:
+    def link(self, link_id: str) -> Link | None:
+        return self.link_rows.get(link_id)
+
+    def save_operation(self, op: Operation, links: Iterable[Link] = (), **_facts: object) -> None:
         self.operation_rows[op.id] = op.state
         self.save_links(links)
 
@@ -63,24 +116,44 @@ class MemoryLedger:
         for link in links:
             self.link_rows[link.id] = link
 
-    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
+    def save_result(
+        self,
+        result: Result,
+        paw: str,
+        received_at: float,
+        *,
+        accepted: bool,
+        operation: Operation | None = None,
+        links: Iterable[Link] = (),
+        **_facts: object,
+    ) -> None:
         self.result_rows.append((result, paw, received_at, accepted))
+        if operation is not None:
+            self.operation_rows[operation.id] = operation.state
+        self.save_links(links)
+
+    def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:
+        self.settings_rows[paw] = settings
+
+    def settings(self) -> dict[str, AgentSettings]:
+        return dict(self.settings_rows)
+
+    def touch(self, last_seen: Mapping[str, float]) -> None:
+        self.seen_rows.update(last_seen)
+
+    def audit(self, entries: Iterable[AuditEntry]) -> None:
+        self.audit_rows.extend(entries)
 
 
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    """One command for an agent; ``command`` is plain text, contacts encode it as their protocol wants."""
+@dataclass
+class AgentDefaults:
+    """Caldera's ``conf/agents.yml``: timing for agents that bring none (``PATCH /api/v2/config/agents``)."""
 
-    id: str
-    operation_id: str
-    executor: str
-    command: str
-    timeout: int
-    cleanup: bool
-
-
-def _instruction(link: Link) -> Instruction:
-    return Instruction(link.id, link.operation_id, link.executor, link.command, link.timeout, link.cleanup)
+    sleep_min: int = 30
+    sleep_max: int = 60
+    watchdog: int = 0
+    untrusted_timer: int = UNTRUSTED_TIMER
+    deadman_abilities: tuple[str, ...] = ()
 
 
 def clean_paw(paw: str | None) -> str:
@@ -89,11 +162,43 @@ def clean_paw(paw: str | None) -> str:
     return cleaned or "".join(secrets.choice(string.ascii_lowercase) for _ in range(6))
 
 
-class BeaconCore:
-    """Agents, their keys, and the hand-over of work; operations live in :class:`OperationService`.
+def check_timing(sleep_min: int, sleep_max: int, watchdog: int, where: str = "") -> None:
+    """Reject negative, reversed or absurd timing, naming the field (Caldera sent ``sleep_min -5`` on)."""
+    for name, value, top in (
+        ("sleep_min", sleep_min, MAX_SLEEP),
+        ("sleep_max", sleep_max, MAX_SLEEP),
+        ("watchdog", watchdog, MAX_WATCHDOG),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise C2Error(f"must be an integer number of seconds, got {value!r}", Source(field=where + name))
+        if not 0 <= value <= top:
+            raise C2Error(f"must be between 0 and {top} seconds, got {value}", Source(field=where + name))
+    if sleep_min > sleep_max:
+        raise C2Error(
+            f"sleep_min ({sleep_min}) is greater than sleep_max ({sleep_max})",
+            Source(field=where + "sleep_min"),
+        )
 
-    Every public method is safe from any thread.
-    """
+
+# Fields a beacon may change on a known agent (Caldera overwrites all but group, origin_link_id, contacts).
+_PROFILE_FIELDS = (
+    "host",
+    "platform",
+    "executors",
+    "privilege",
+    "username",
+    "architecture",
+    "pid",
+    "ppid",
+    "server",
+    "location",
+    "exe_name",
+    "contact",
+)
+
+
+class BeaconCore:
+    """Agents, their keys and timing, and the hand-over of work. Public methods are safe from any thread."""
 
     def __init__(
         self,
@@ -101,36 +206,162 @@ class BeaconCore:
         operations: OperationService,
         *,
         clock: Callable[[], float] = time.time,
+        defaults: AgentDefaults | None = None,
+        on_ready: Callable[[str], None] = lambda paw: None,
     ) -> None:
         self.ledger = ledger
         self.operations = operations
         self.clock = clock
+        self.defaults = defaults or AgentDefaults()
+        self.on_ready = on_ready  # wakes a held native beacon
         self._lock = threading.RLock()
         self.agents: dict[str, Agent] = {a.paw: a for a in ledger.agents()}
+        self.settings: dict[str, AgentSettings] = ledger.settings()
         self._paw_by_key: dict[str, str] = {}
+        self._key_of: dict[str, str] = {}  # paw -> digest of its current key (native agents only)
         for paw in self.agents:
             key = ledger.agent_key_digest(paw)
             if key:
                 self._paw_by_key[key] = paw
+                self._key_of[paw] = key
+        # Every known agent may have work left from before a restart: its first beacon looks.
+        self._maybe_work: set[str] = set(self.agents)
+        self._last_look: dict[str, float] = {}
+        self._unsaved_seen: dict[str, float] = {}
+        self._tasks: dict[str, list[Instruction]] = {}  # agent tasks outside operations (deadman)
+        self._task_ids: dict[str, str] = {}  # task id -> paw
+        self._kill_delivered: set[str] = set()
+
+    # -- notifications from the operation service --------------------------------------------------------
+    def notify(self, paw: str) -> None:
+        """The operation service has new work for ``paw`` (any thread)."""
+        self._maybe_work.add(paw)
+        self.on_ready(paw)
+
+    def may_have_work(self, paw: str) -> bool:
+        """Cheap and lock-free: whether :meth:`beacon` could hand ``paw`` anything now."""
+        if paw in self._maybe_work or paw in self._tasks:
+            return True
+        if not self.operations.operations:
+            return False
+        return self.clock() - self._last_look.get(paw, 0.0) >= SWEEP_INTERVAL
 
     # -- agents --------------------------------------------------------------------------------------------
-    def enrol(self, profile: Agent) -> tuple[Agent, str]:
-        """(Re-)register an agent; returns it and a new per-agent key (only its digest is kept)."""
+    def _settings_for(self, paw: str) -> AgentSettings:
+        found = self.settings.get(paw)
+        if found is None:
+            d = self.defaults
+            found = AgentSettings(d.sleep_min, d.sleep_max, d.watchdog)
+        return found
+
+    def _check_capacity(self, paw: str) -> None:
+        if paw not in self.agents and len(self.agents) >= MAX_AGENTS:
+            raise Refused(
+                f"agent limit reached ({MAX_AGENTS}); cannot register another", Source(agent=paw), status=429
+            )
+
+    def enrol(self, profile: Agent, *, deadman: bool = False) -> tuple[Agent, str]:
+        """(Re-)register a native agent; returns it and a new per-agent key (only its digest is kept)."""
         now = self.clock()
         with self._lock:
             profile.paw = clean_paw(profile.paw)
+            self._check_capacity(profile.paw)
             old = self.agents.get(profile.paw)
             profile.created_at = old.created_at if old else now
             profile.last_seen = now
+            if old is not None:
+                profile.trusted = old.trusted  # re-enrolling does not lift an operator's distrust
             key = new_secret()
             key_digest = digest(key)
-            for stale in [k for k, p in self._paw_by_key.items() if p == profile.paw]:
-                del self._paw_by_key[stale]  # re-enrolment revokes the previous key
+            self.ledger.save_agent(profile, key_digest)
+            stale = self._key_of.get(profile.paw)
+            if stale is not None:
+                self._paw_by_key.pop(stale, None)  # re-enrolment revokes the previous key
             self.agents[profile.paw] = profile
             self._paw_by_key[key_digest] = profile.paw
-            self.ledger.save_agent(profile, key_digest)
+            self._key_of[profile.paw] = key_digest
+            self._maybe_work.add(profile.paw)
+            self._kill_delivered.discard(profile.paw)
+            self.ledger.audit([AuditEntry(now, "enrol", paw=profile.paw, data={"host": profile.host})])
+            if deadman:
+                self._queue_deadman(profile)
         self.operations.agent_joined(profile)
         return profile, key
+
+    def register(
+        self,
+        profile: Agent,
+        extras: Mapping[str, Any],
+        timing: Mapping[str, int],
+        present: Collection[str] = _PROFILE_FIELDS,
+    ) -> Agent:
+        """A Caldera beacon: register an unknown paw (no secret, as Caldera), or update a known one.
+
+        A known agent changes only in the fields the beacon carried (a result beacon carries a trimmed
+        profile; Caldera, too, leaves absent fields alone). Writes only when something changed. ``extras``
+        are Caldera profile fields stored as given; ``timing`` holds ``sleep_min``/``sleep_max``/``watchdog``
+        a registration may set (already bounds-checked).
+        """
+        now = self.clock()
+        with self._lock:
+            paw = profile.paw
+            old = self.agents.get(paw)
+            if old is not None and self.is_native(paw):
+                raise Refused(
+                    "this paw belongs to an enrolled native agent; it beacons with its key only",
+                    Source(agent=paw),
+                    status=403,
+                )
+            if old is None:
+                self._check_capacity(paw)
+                profile.created_at = profile.last_seen = now
+                profile.contact = profile.contact or "HTTP"
+                d = self.defaults
+                settings = AgentSettings(
+                    int(timing.get("sleep_min", d.sleep_min)),
+                    int(timing.get("sleep_max", d.sleep_max)),
+                    int(timing.get("watchdog", d.watchdog)),
+                    profile=dict(extras),
+                )
+                if settings.sleep_min > settings.sleep_max:  # only one of them given: keep them ordered
+                    settings = replace(settings, sleep_max=settings.sleep_min)
+                self.ledger.save_agent(profile)
+                self.ledger.save_settings(paw, settings, now)
+                self.agents[paw] = profile
+                self.settings[paw] = settings
+                self._maybe_work.add(paw)
+                self.ledger.audit([AuditEntry(now, "register", paw=paw, data={"host": profile.host})])
+                agent = profile
+                joined = True
+                if extras.get("deadman_enabled") is True:
+                    self._queue_deadman(agent)
+            else:
+                changed = [
+                    f for f in _PROFILE_FIELDS if f in present and getattr(old, f) != getattr(profile, f)
+                ]
+                for name in changed:
+                    setattr(old, name, getattr(profile, name))
+                old.last_seen = now
+                if changed:
+                    self.ledger.save_agent(old)
+                else:
+                    self._unsaved_seen[paw] = now
+                agent = old
+                joined = False
+        if joined:
+            self.operations.agent_joined(agent)
+        return agent
+
+    def is_native(self, paw: str) -> bool:
+        """Whether ``paw`` has a per-agent key (enrolled natively): Caldera beacons may not speak for it."""
+        return paw in self._key_of
+
+    def unchanged(self, profile: Agent, present: Collection[str] = _PROFILE_FIELDS) -> bool:
+        """Lock-free: ``profile`` is a known Caldera agent's, unchanged (then :meth:`seen` suffices)."""
+        old = self.agents.get(profile.paw)
+        if old is None or profile.paw in self._key_of:
+            return False
+        return all(getattr(old, f) == getattr(profile, f) for f in _PROFILE_FIELDS if f in present)
 
     def agent_for_key(self, key: str) -> Agent:
         paw = self._paw_by_key.get(digest(key))
@@ -138,30 +369,229 @@ class BeaconCore:
             raise C2Error("unknown agent key (enrol again)")
         return self.agents[paw]
 
-    def has_work(self, paw: str) -> bool:
-        return self.operations.has_work(paw)
+    def seen(self, paw: str) -> None:
+        """Record a beacon in memory; :meth:`flush_seen` writes the times in one batch."""
+        now = self.clock()
+        agent = self.agents.get(paw)
+        if agent is not None:
+            agent.last_seen = now
+            self._unsaved_seen[paw] = now
 
-    def beacon(self, paw: str) -> list[Instruction]:
-        """Hand out everything waiting for ``paw``, exactly once (delivery is recorded before returning)."""
+    def flush_seen(self) -> int:
+        """Write every last-seen time changed since the previous flush; returns how many."""
+        with self._lock:
+            batch, self._unsaved_seen = self._unsaved_seen, {}
+        if batch:
+            try:
+                self.ledger.touch(batch)
+            except Exception:
+                with self._lock:  # keep them for the next flush; the caller logs the error
+                    for paw, seen in batch.items():
+                        self._unsaved_seen.setdefault(paw, seen)
+                raise
+        return len(batch)
+
+    def status(self, agent: Agent) -> str:
+        """Caldera's ``alive`` / ``dead`` / ``pending kill``."""
+        settings = self._settings_for(agent.paw)
+        if settings.pending_kill:
+            return "dead" if agent.paw in self._kill_delivered else "pending kill"
+        silent = self.clock() - agent.last_seen
+        return "dead" if silent > settings.sleep_max + self.defaults.untrusted_timer else "alive"
+
+    def settings_of(self, paw: str) -> AgentSettings:
+        return self._settings_for(paw)
+
+    def timing(self, paw: str) -> tuple[int, int]:
+        """``(sleep, watchdog)`` for a Caldera reply: sleep drawn in [sleep_min, sleep_max] per beacon."""
+        s = self._settings_for(paw)
+        if s.pending_kill:
+            self._kill_delivered.add(paw)
+            return 3, 1  # Caldera's kill: the agent's watchdog ends its loop at its next check
+        return random.randint(s.sleep_min, s.sleep_max), s.watchdog
+
+    def kill_pending(self, paw: str) -> bool:
+        return self._settings_for(paw).pending_kill
+
+    def kill_delivered(self, paw: str) -> None:
+        self._kill_delivered.add(paw)
+
+    def update_agent(self, paw: str, changes: Mapping[str, Any], principal: str | None = None) -> Agent:
+        """Caldera's PATCH: ``sleep_min``, ``sleep_max``, ``watchdog``, ``group``, ``trusted``; validated."""
         now = self.clock()
         with self._lock:
             agent = self.agents.get(paw)
             if agent is None:
-                raise C2Error("unknown agent", Source(agent=paw))
-            agent.last_seen = now
-        return [_instruction(lk) for lk in self.operations.take(paw, now)]
+                raise Refused("no such agent", Source(agent=paw), status=404)
+            s = self._settings_for(paw)
+            new = replace(
+                s,
+                sleep_min=changes.get("sleep_min", s.sleep_min),
+                sleep_max=changes.get("sleep_max", s.sleep_max),
+                watchdog=changes.get("watchdog", s.watchdog),
+            )
+            check_timing(new.sleep_min, new.sleep_max, new.watchdog)
+            if "group" in changes:
+                agent.group = str(changes["group"])
+            if "trusted" in changes:
+                agent.trusted = bool(changes["trusted"])
+                if agent.trusted:
+                    self._maybe_work.add(paw)
+            self.ledger.save_agent(agent)
+            self.ledger.save_settings(paw, new, now)
+            self.settings[paw] = new
+            self.ledger.audit(
+                [AuditEntry(now, "agent", principal=principal, paw=paw, data={"patch": dict(changes)})]
+            )
+        if agent.trusted:
+            self.operations.agent_joined(agent)  # a changed group may join running operations
+        return agent
 
-    def submit(self, paw: str, results: Sequence[Result]) -> list[str]:
-        """Record results (the next links are planned at once); returns the ids not already finished."""
+    def kill(self, paw: str, principal: str | None = None) -> Agent:
+        """Caldera's kill: the agent stops at its next beacon (native: told to stop; Caldera: watchdog 1)."""
         now = self.clock()
-        accepted: list[str] = []
+        with self._lock:
+            agent = self.agents.get(paw)
+            if agent is None:
+                raise Refused("no such agent", Source(agent=paw), status=404)
+            new = replace(self._settings_for(paw), pending_kill=True, sleep_min=3, sleep_max=3, watchdog=1)
+            self.ledger.save_settings(paw, new, now)
+            self.settings[paw] = new
+            self._kill_delivered.discard(paw)
+            self.ledger.audit([AuditEntry(now, "agent", principal=principal, paw=paw, data={"kill": True})])
+        self.on_ready(paw)  # a held native beacon answers at once
+        return agent
+
+    # -- agent tasks outside operations (Caldera's deadman abilities) ---------------------------------------
+    def _queue_deadman(self, agent: Agent) -> None:
+        library: Library = self.operations.library
+        for ability_id in self.defaults.deadman_abilities:
+            ability = library.abilities.get(ability_id)
+            if ability is None:
+                continue
+            executors = {e.name: e for e in ability.executors_for(agent.platform)}
+            chosen = next((executors[n] for n in agent.executors if n in executors), None)
+            if chosen is None:
+                continue
+            command, _missing = fill(chosen.command, agent_globals(agent))
+            task = Instruction(
+                id=f"deadman-{new_secret()[:16]}",
+                operation_id="",
+                executor=chosen.name,
+                command=command,
+                timeout=chosen.timeout,
+                cleanup=False,
+                payloads=tuple(chosen.payloads),
+                deadman=True,
+            )
+            self._tasks.setdefault(agent.paw, []).append(task)
+            self._task_ids[task.id] = agent.paw
+
+    # -- work ----------------------------------------------------------------------------------------------
+    def beacon(self, paw: str) -> list[Instruction]:
+        """Hand out everything waiting for ``paw``, exactly once (delivery is recorded before returning).
+
+        An untrusted agent, or one being killed, gets nothing.
+        """
+        now = self.clock()
+        agent = self.agents.get(paw)
+        if agent is None:
+            raise Refused("unknown agent", Source(agent=paw), status=404)
+        agent.last_seen = now
+        self._unsaved_seen[paw] = now
+        self._maybe_work.discard(paw)  # before looking, so a notification in between is not lost
+        self._last_look[paw] = now
+        if not agent.trusted or self._settings_for(paw).pending_kill:
+            return []
+        with self._lock:
+            tasks = self._tasks.pop(paw, [])
+        links = self.operations.take(paw, now)
+        out = [*tasks, *(self._instruction(lk, agent) for lk in links)]
+        handed = {lk.id: lk.delegated_at or now for lk in links}  # the time recorded on the link
+        if out:
+            self.ledger.audit(
+                AuditEntry(
+                    handed.get(i.id, now),
+                    "dispatch",
+                    principal=f"agent:{paw}",
+                    operation_id=i.operation_id or None,
+                    link_id=i.id,
+                    paw=paw,
+                    data={
+                        "executor": i.executor,
+                        "command": i.command,
+                        "cleanup": i.cleanup,
+                        "deadman": i.deadman,
+                        "contact": agent.contact,
+                    },
+                )
+                for i in out
+            )
+        return out
+
+    def _instruction(self, link: Link, agent: Agent) -> Instruction:
+        payloads: tuple[str, ...] = ()
+        uploads: tuple[str, ...] = ()
+        delete_payload = True
+        ability = self.operations.library.abilities.get(link.ability_id)
+        if ability is not None and not link.cleanup:  # Caldera: cleanup links carry no payloads
+            delete_payload = ability.delete_payload
+            for executor in ability.executors_for(agent.platform):
+                if executor.name == link.executor:
+                    payloads, uploads = tuple(executor.payloads), tuple(executor.uploads)
+                    break
+        return Instruction(
+            link.id,
+            link.operation_id,
+            link.executor,
+            link.command,
+            link.timeout,
+            link.cleanup,
+            payloads=payloads,
+            uploads=uploads,
+            delete_payload=delete_payload,
+        )
+
+    def submit(self, paw: str, results: Sequence[Result]) -> list[ResultOutcome]:
+        """Record results (the next links are planned at once); a re-sent result is a duplicate, no error."""
+        now = self.clock()
+        outcomes: list[ResultOutcome] = []
         for result in results:
+            if self._task_ids.get(result.link_id) == paw:
+                del self._task_ids[result.link_id]
+                self.ledger.save_result(result, paw, now, accepted=True)
+                outcomes.append(ResultOutcome(result.link_id, ResultState.ACCEPTED))
+                continue
             try:
-                if self.operations.submit(paw, result, now):
-                    accepted.append(result.link_id)
+                accepted = self.operations.submit(paw, result, now)
+                state = ResultState.ACCEPTED if accepted else ResultState.DUPLICATE
+                outcomes.append(ResultOutcome(result.link_id, state))
             except EmulationError as exc:
-                raise C2Error(exc.message, exc.source) from exc
-        return accepted
+                outcomes.append(self._late_result(paw, result, now, exc))
+        return outcomes
+
+    def _late_result(self, paw: str, result: Result, now: float, exc: EmulationError) -> ResultOutcome:
+        """A result for a link no live operation holds: its operation ended (or the server restarted) while
+        the agent ran it, or the agent is re-sending after a reconnect. The stored link decides."""
+        stored = self.ledger.link(result.link_id)
+        if stored is None or stored.paw != paw:
+            return ResultOutcome(result.link_id, ResultState.REJECTED, str(exc))
+        if stored.status is not LinkStatus.EXECUTE:
+            return ResultOutcome(result.link_id, ResultState.DUPLICATE)
+        # The agent did run it: keep what it reports rather than lose it (the operation does not resume
+        # because of it; it only completes the record).
+        stored.status = result.status
+        stored.exit_code = result.exit_code
+        stored.stdout, stored.stderr = result.stdout, result.stderr
+        stored.pid, stored.start_ticks = result.pid, result.start_ticks
+        stored.started_at = result.started_at
+        stored.finished_at = now
+        stored.delegated_at = stored.delegated_at or now
+        self.ledger.save_links([stored])
+        self.ledger.save_result(result, paw, now, accepted=True)
+        return ResultOutcome(
+            result.link_id, ResultState.ACCEPTED, "recorded on a link of an operation not running"
+        )
 
     # -- operations (the agents the core knows join them) ----------------------------------------------------
     def start_operation(

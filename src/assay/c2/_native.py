@@ -6,8 +6,14 @@ the agent's ``wait`` runs out. No loop sleeps or polls: a link starts within mil
 
     POST /agent/enrol    {"token", "paw"?, "host", "platform", "executors", "privilege", "group", ...}
                          → {"paw", "key"}
-    POST /agent/beacon   Authorization: Bearer <key>; {"wait": seconds} → {"paw", "instructions": [...]}
-    POST /agent/results  Authorization: Bearer <key>; {"results": [...]} → {"accepted": [link ids]}
+    POST /agent/beacon   Authorization: Bearer <key>; {"wait": seconds}
+                         → {"paw", "instructions": [...], "kill": bool}
+    POST /agent/results  Authorization: Bearer <key>; {"results": [...]}
+                         → {"acknowledged", "accepted", "duplicates", "rejected": [{"id", "reason"}]}
+
+Results are acknowledged by link id. An agent keeps every result until the server has acknowledged it and
+sends it again after a reconnect; the server records a re-sent result once (``duplicates``), and says which
+ones it will never take (``rejected``, with the reason) so the agent can drop them too.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from assay.c2._auth import matches
-from assay.c2._core import BeaconCore, Instruction
+from assay.c2._auth import KeyRing
+from assay.c2._core import BeaconCore
+from assay.c2._model import Instruction, Refused, ResultState
+from assay.c2._payloads import PayloadStore
 from assay.content import Privilege
 from assay.emulation import Agent, LinkStatus, Result
 from assay.errors import C2Error
@@ -32,6 +40,7 @@ MAX_WAIT = 60.0
 class EnrolRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: str = Field(min_length=1, max_length=256)
+    deadman_enabled: bool = False
     paw: str | None = Field(default=None, max_length=64)
     host: str = Field(default="", max_length=255)
     platform: str = Field(default="linux", max_length=32)
@@ -42,8 +51,8 @@ class EnrolRequest(BaseModel):
     group: str = Field(default="red", max_length=64)
     username: str = Field(default="", max_length=255)
     architecture: str = Field(default="", max_length=64)
-    pid: int | None = Field(default=None, ge=0)
-    ppid: int | None = Field(default=None, ge=0)
+    pid: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    ppid: int | None = Field(default=None, ge=0, le=2**31 - 1)
     location: str = Field(default="", max_length=4096)
     exe_name: str = Field(default="", max_length=255)
 
@@ -58,6 +67,12 @@ class BeaconRequest(BaseModel):
     wait: float = Field(default=25.0, ge=0.0, le=MAX_WAIT)
 
 
+class PayloadOut(BaseModel):
+    name: str
+    sha256: str | None  # None: the server has no such file (the agent reports it, like Sandcat)
+    size: int | None
+
+
 class InstructionOut(BaseModel):
     id: str
     operation_id: str
@@ -65,24 +80,28 @@ class InstructionOut(BaseModel):
     command: str
     timeout: int
     cleanup: bool
+    payloads: list[PayloadOut] = []
+    deadman: bool = False
+    delete_payload: bool = True
 
 
 class BeaconResponse(BaseModel):
     paw: str
     instructions: list[InstructionOut]
+    kill: bool = False  # the operator killed this agent: run deadman instructions and exit
 
 
 class ResultIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=64)
     status: Literal[0, 1, 124]
-    exit_code: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    pid: int | None = Field(default=None, ge=0)
-    start_ticks: int | None = Field(default=None, ge=0)
-    started_at: float | None = None
-    ended_at: float | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    stdout: str = Field(default="", max_length=4 * 1024 * 1024)
+    stderr: str = Field(default="", max_length=4 * 1024 * 1024)
+    pid: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    start_ticks: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    started_at: float | None = Field(default=None, allow_inf_nan=False)
+    ended_at: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class ResultsRequest(BaseModel):
@@ -90,11 +109,28 @@ class ResultsRequest(BaseModel):
     results: list[ResultIn] = Field(max_length=256)
 
 
+class Rejection(BaseModel):
+    id: str
+    reason: str
+
+
 class ResultsResponse(BaseModel):
+    acknowledged: list[str]  # every id the agent may forget
     accepted: list[str]
+    duplicates: list[str]
+    rejected: list[Rejection]
 
 
-def _out(instruction: Instruction) -> InstructionOut:
+def _out(instruction: Instruction, payloads: PayloadStore) -> InstructionOut:
+    described = []
+    for name in instruction.payloads:
+        try:
+            found = payloads.find(name)
+        except Refused:
+            found = None  # a bad name in content: the agent reports the payload as unavailable
+        described.append(
+            PayloadOut(name=name, sha256=found.sha256 if found else None, size=found.size if found else None)
+        )
     return InstructionOut(
         id=instruction.id,
         operation_id=instruction.operation_id,
@@ -102,6 +138,9 @@ def _out(instruction: Instruction) -> InstructionOut:
         command=instruction.command,
         timeout=instruction.timeout,
         cleanup=instruction.cleanup,
+        payloads=described,
+        deadman=instruction.deadman,
+        delete_payload=instruction.delete_payload,
     )
 
 
@@ -136,11 +175,22 @@ class Waiters:
 
 class NativeContact:
     def __init__(
-        self, core: Callable[[], BeaconCore], enrol_digest: Callable[[], str | None], waiters: Waiters
+        self,
+        core: Callable[[], BeaconCore],
+        keys: KeyRing,
+        waiters: Waiters,
+        payloads: Callable[[], PayloadStore],
     ):
         self._core = core
-        self._enrol_digest = enrol_digest
+        self._keys = keys
         self.waiters = waiters
+        self._payloads = payloads
+
+    async def _enrol_token_ok(self, token: str) -> bool:
+        hit = self._keys.cached(token)
+        if hit is None:  # first use of this secret: the slow hash, off the event loop
+            hit = await run_in_threadpool(self._keys.verify, token, "enrol")
+        return bool(hit) and getattr(hit, "kind", None) == "enrol"
 
     def _agent(self, authorization: str | None) -> Agent:
         scheme, _, key = (authorization or "").partition(" ")
@@ -154,9 +204,24 @@ class NativeContact:
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/agent", tags=["agent contact (native)"])
 
+        @router.get("/assay-agent.pyz", response_model=None)
+        async def zipapp(authorization: Annotated[str | None, Header()] = None) -> Response:
+            """The agent as a zipapp, for ``assay agent deploy-command``; needs the enrolment token."""
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not await self._enrol_token_ok(token.strip()):
+                raise HTTPException(401, detail="enrolment token required: Authorization: Bearer <token>")
+            from assay.agent._build import zipapp_bytes
+
+            data = await run_in_threadpool(zipapp_bytes)
+            return Response(
+                data,
+                media_type="application/zip",
+                headers={"Content-Disposition": 'attachment; filename="assay-agent.pyz"'},
+            )
+
         @router.post("/enrol")
         async def enrol(body: EnrolRequest) -> EnrolResponse:
-            if not matches(body.token, self._enrol_digest()):
+            if not await self._enrol_token_ok(body.token):
                 raise HTTPException(401, detail="invalid enrolment token")
             profile = Agent(
                 paw=body.paw or "",
@@ -173,7 +238,9 @@ class NativeContact:
                 exe_name=body.exe_name,
                 contact="native",
             )
-            agent, key = await run_in_threadpool(self._core().enrol, profile)
+            agent, key = await run_in_threadpool(
+                lambda: self._core().enrol(profile, deadman=body.deadman_enabled)
+            )
             return EnrolResponse(paw=agent.paw, key=key)
 
         @router.post("/beacon")
@@ -186,16 +253,26 @@ class NativeContact:
             deadline = loop.time() + body.wait
             event = self.waiters.event(agent.paw)
             gone = asyncio.ensure_future(_disconnected(request))
+            payloads = self._payloads()
             try:
                 while True:
                     event.clear()  # before looking, so a notification in between is not lost
                     if gone.done():
                         # Deliver nothing to a dead socket: the work stays queued for the next beacon.
                         raise HTTPException(499, detail="client went away")
-                    instructions = await run_in_threadpool(core.beacon, agent.paw)
+                    if core.kill_pending(agent.paw):
+                        core.kill_delivered(agent.paw)
+                        return BeaconResponse(paw=agent.paw, instructions=[], kill=True)
+                    if core.may_have_work(agent.paw):
+                        instructions = await run_in_threadpool(core.beacon, agent.paw)
+                    else:
+                        core.seen(agent.paw)
+                        instructions = []
                     remaining = deadline - loop.time()
                     if instructions or remaining <= 0:
-                        return BeaconResponse(paw=agent.paw, instructions=[_out(i) for i in instructions])
+                        return BeaconResponse(
+                            paw=agent.paw, instructions=[_out(i, payloads) for i in instructions]
+                        )
                     woken = asyncio.ensure_future(event.wait())
                     await asyncio.wait({woken, gone}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                     woken.cancel()
@@ -221,10 +298,16 @@ class NativeContact:
                 )
                 for r in body.results
             ]
-            try:
-                accepted = await run_in_threadpool(self._core().submit, agent.paw, converted)
-            except C2Error as exc:
-                raise HTTPException(409, detail=str(exc)) from exc
-            return ResultsResponse(accepted=accepted)
+            outcomes = await run_in_threadpool(self._core().submit, agent.paw, converted)
+            return ResultsResponse(
+                acknowledged=[o.link_id for o in outcomes],
+                accepted=[o.link_id for o in outcomes if o.state is ResultState.ACCEPTED],
+                duplicates=[o.link_id for o in outcomes if o.state is ResultState.DUPLICATE],
+                rejected=[
+                    Rejection(id=o.link_id, reason=o.reason)
+                    for o in outcomes
+                    if o.state is ResultState.REJECTED
+                ],
+            )
 
         return router

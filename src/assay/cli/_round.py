@@ -31,13 +31,12 @@ import httpx
 from assay.cli._children import Child, ChildError, assay_argv, wait_until
 from assay.content import load_builtin
 from assay.detection import Engine
-from assay.emulation import Link
 from assay.errors import AssayError, ConfigError
 from assay.storage import Store, sqlite_url
-from assay.validation import LinkRecord, RoundReport, validate
+from assay.validation import RoundReport, round_inputs, validate
 
-# The built-in adversary that runs every ability of the first library (content/data/adversaries).
-DEFAULT_ADVERSARY = "5b1f3c9e-7a2d-4e8b-9c61-0d4a7e2f8b10"
+# "Linux full validation": every safe built-in ability (content/data/adversaries/linux-full-validation.yml).
+DEFAULT_ADVERSARY = "e02fe718-7455-5367-a1d0-5fbf3f1599bc"
 # The sensor delivers in batches (lazy wake-up, ~20 ms) and the watcher ships every 250 ms: give the last
 # link's telemetry this long to reach the watcher before asking it to drain and stop.
 SETTLE_SECONDS = 0.75
@@ -74,30 +73,6 @@ class RoundResult:
     server_pid: int
     agent_pid: int
     watcher_pid: int
-
-
-def link_record(link: Link) -> LinkRecord:
-    """Emulation's stored link → validation's input record."""
-    return LinkRecord(
-        link_id=link.id,
-        ability_id=link.ability_id,
-        technique_id=link.technique_id,
-        command=link.command,
-        status=int(link.status),
-        ability_name=link.ability_name,
-        tactic=link.tactic,
-        host=link.host or None,
-        paw=link.paw,
-        pid=link.pid,
-        start_ticks=link.start_ticks,
-        exit_code=link.exit_code,
-        delegated=link.delegated_at,
-        started=link.started_at,
-        finished=link.finished_at,
-        cleanup=link.cleanup,
-        skip_reason=link.skip_reason,
-        stderr=link.stderr,
-    )
 
 
 class LocalRound:
@@ -271,8 +246,7 @@ class LocalRound:
         )
         store = Store.open(sqlite_url(cfg.data_dir), migrate=False)
         try:
-            links = [link_record(lk) for lk in store.links(op_id)]
-            events, alerts = store.telemetry_for_operation(op_id, margin=2.0)
+            links, events, alerts = round_inputs(store, op_id)
         finally:
             store.close()
         return validate(

@@ -7,7 +7,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from assay.validation import Outcome, RoundReport
+from assay.validation import Outcome, RoundDelta, RoundReport
 
 OUTCOME_STYLE: dict[str, str] = {
     Outcome.DETECTED: "bold green",
@@ -87,3 +87,21 @@ def print_report(report: RoundReport, console: Console) -> None:
     console.print(technique_table(report))
     console.print(summary_table(report))
     console.print(misses(report))
+
+
+def print_delta(delta: RoundDelta, console: Console) -> None:
+    """The change since the previous round: regressions first, then improvements, then the rest."""
+    head = Text("Change since the previous round", style="bold")
+    rates = ", ".join(
+        f"{k.replace('detection_rate_', 'rate/')} {v:+.0%}" if "rate" in k else f"{k} {v:+g}"
+        for k, v in delta.summary.items()
+        if v
+    )
+    console.print(head, Text(f" ({rates})" if rates else " (summary unchanged)"))
+    if not delta.changes:
+        console.print("  no technique changed outcome")
+    for c in delta.changes:
+        style = {"no_longer_detected": "bold red", "now_detected": "green"}.get(c.kind, "")
+        console.print(
+            Text(f"  {c.technique_id}: {c.before or '-'} -> {c.after or '-'} ({c.kind})", style=style)
+        )

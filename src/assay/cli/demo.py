@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,9 +27,22 @@ from rich.progress import (
 
 from assay.cli._round import DEFAULT_ADVERSARY, LocalRound, RoundConfig
 from assay.cli._round import Progress as RoundProgress
-from assay.cli._table import print_report
+from assay.cli._table import print_delta, print_report
 from assay.errors import AssayError
 from assay.plugins import hookimpl
+from assay.validation import compare
+
+
+def _previous_report(path: Path, console: Console) -> dict[str, Any] | None:
+    """The report of the previous round, if one was written here and is readable (else say why, go on)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        console.print(f"[yellow]previous report {path} is unreadable ({exc}); no comparison[/]")
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("techniques"), list) else None
 
 
 @hookimpl
@@ -95,7 +108,13 @@ def demo(
 
     console.print()
     print_report(result.report, console)
-    report.write_text(json.dumps(result.report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    data = result.report.to_dict()
+    previous = _previous_report(report, console)
+    if previous is not None:
+        delta = compare(previous, data)
+        data["change"] = delta.to_dict()
+        print_delta(delta, console)
+    report.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     console.print()
     console.print(
         f"sensor: {result.sensor_source}, {result.report.events_total} events "

@@ -39,6 +39,18 @@ def serve(
     content: Annotated[
         list[Path] | None, typer.Option(help="Extra ability/adversary files or directories to load.")
     ] = None,
+    caldera_compat: Annotated[
+        bool,
+        typer.Option(
+            "--caldera-compat",
+            help="Also serve Caldera's unauthenticated /beacon and /file/* contacts, so Caldera agents "
+            "(Sandcat) work unchanged. Off by default: anyone reaching the port could register an agent.",
+        ),
+    ] = False,
+    payload_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra directories of payloads agents may download (after <data-dir>/payloads)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the Assay server: REST API v2 (OpenAPI at /api/docs), agent contacts, storage."""
@@ -51,6 +63,8 @@ def serve(
         api_key=api_key or None,
         enrol_token=enrol_token or None,
         content_paths=list(content or []),
+        caldera_compat=caldera_compat,
+        payload_dirs=list(payload_dir or []),
     )
     try:
         run(config, host=host, port=port, log_level=log_level)

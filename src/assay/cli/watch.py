@@ -28,6 +28,7 @@ from assay.plugins import hookimpl
 
 BATCH_SECONDS = 0.25
 MAX_BACKLOG = 200_000  # events held while the server is unreachable before they count as lost
+MAX_BATCH = 10_000  # events (and alerts) per request: ~7 MB, well under the server's 64 MiB limit
 
 
 @hookimpl
@@ -74,12 +75,19 @@ class Shipper:
             )
 
     def flush(self) -> bool:
-        if not self._events and not self._alerts:
-            return True
+        while self._events or self._alerts:
+            if not self._flush_batch():
+                return False
+        return True
+
+    def _flush_batch(self) -> bool:
+        """Ship the oldest ``MAX_BATCH`` events and alerts: a full backlog (200,000 events, ~130 MB of JSON)
+        would be over the server's request limit in one body."""
         for _attempt in range(2):
+            events, alerts = self._events[:MAX_BATCH], self._alerts[:MAX_BATCH]
             body = {
-                "events": [event_to_dict(e) for e in self._events],
-                "alerts": [alert_to_dict(a) for a in self._alerts],
+                "events": [event_to_dict(e) for e in events],
+                "alerts": [alert_to_dict(a) for a in alerts],
             }
             try:
                 resp = self._client.post(
@@ -97,10 +105,10 @@ class Shipper:
             if resp.status_code >= 500:
                 self.last_error = f"server error {resp.status_code}"
                 return False
-            self.sent_events += len(self._events)
-            self.sent_alerts += len(self._alerts)
-            self._events.clear()
-            self._alerts.clear()
+            self.sent_events += len(events)
+            self.sent_alerts += len(alerts)
+            del self._events[: len(events)]
+            del self._alerts[: len(alerts)]
             self.last_error = None
             return True
         return False

@@ -15,6 +15,8 @@ from assay.content._model import (
     DEFAULT_TIMEOUT,
     KNOWN_EXECUTORS,
     KNOWN_PLATFORMS,
+    PARSER_ALIASES,
+    REQUIREMENT_ALIASES,
     Ability,
     Adversary,
     Executor,
@@ -46,8 +48,19 @@ _ABILITY_KEYS = frozenset(
         "requirements",
         "buckets",
         "safety",
+        "access",
+        "plugin",
         "additional_info",
     }
+)
+# Executor keys with a meaning here, and Caldera's own keys Assay keeps without acting on them.
+_EXECUTOR_KEYS = frozenset(
+    {"name", "platform", "command", "cleanup", "payloads", "uploads", "parsers", "timeout", "additional_info"}
+)
+_EXECUTOR_KEPT = frozenset({"variations", "language"})
+_EXECUTOR_UNSUPPORTED = frozenset({"code", "build_target"})  # Caldera's builder plugin compiles these
+_ADVERSARY_KEYS = frozenset(
+    {"id", "adversary_id", "name", "description", "atomic_ordering", "phases", "objective", "tags", "plugin"}
 )
 
 
@@ -153,6 +166,9 @@ def _parsers(where: _Where, parent: YMap, prefix: str) -> tuple[ParserConfig, ..
             field = f"{prefix}.parsers.{module}[{j}]"
             if not isinstance(cfg, YMap) or "source" not in cfg:
                 raise ContentError("a parser config needs 'source'", where.at(cfgs, j, field))
+            for end in ("source", "edge", "target"):
+                if isinstance(cfg.get(end), YMap | YList | bool):
+                    raise ContentError(f"a parser '{end}' must be a trait name", where.at(cfg, end, field))
             if cfg.get("target") is not None and cfg.get("edge") is None:
                 raise ContentError("a parser 'target' needs an 'edge'", where.at(cfg, "target", field))
             custom = cfg.get("custom_parser_vals") or {}
@@ -168,7 +184,23 @@ def _parsers(where: _Where, parent: YMap, prefix: str) -> tuple[ParserConfig, ..
     return tuple(out)
 
 
-def _executor(where: _Where, body: YMap, name: str, platform: str, site: Source) -> Executor:
+def _unknown_keys(
+    where: _Where, node: YMap, known: frozenset[str], errors: ErrorCollector, prefix: str = ""
+) -> dict[str, Any]:
+    """Keys nobody here knows: kept (returned) and reported as warnings, as the issue asks."""
+    extra: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in known:
+            continue
+        extra[key] = value
+        field = f"{prefix}{key}"
+        errors.warn(ContentError(f"unknown key '{key}' kept in additional_info", where.at(node, key, field)))
+    return extra
+
+
+def _executor(
+    where: _Where, body: YMap, name: str, platform: str, site: Source, errors: ErrorCollector
+) -> Executor:
     if name not in KNOWN_EXECUTORS:
         known = ", ".join(sorted(KNOWN_EXECUTORS))
         raise ContentError(f"unknown executor {name!r} (known: {known})", site)
@@ -185,6 +217,32 @@ def _executor(where: _Where, body: YMap, name: str, platform: str, site: Source)
             f"'timeout' must be a positive integer, got {timeout!r}",
             where.at(body, "timeout", f"{prefix}.timeout"),
         )
+    prefix_dot = f"{prefix}."
+    extra = _unknown_keys(
+        where, body, _EXECUTOR_KEYS | _EXECUTOR_KEPT | _EXECUTOR_UNSUPPORTED, errors, prefix_dot
+    )
+    for key in _EXECUTOR_KEPT | _EXECUTOR_UNSUPPORTED:
+        if key in body:
+            extra[key] = body[key]
+    for key in sorted(_EXECUTOR_UNSUPPORTED & set(body)):
+        errors.warn(
+            ContentError(
+                f"'{key}' is for Caldera's payload builder, which Assay does not have; only 'command' runs",
+                where.at(body, key, prefix_dot + key),
+            )
+        )
+    info = body.get("additional_info")
+    if isinstance(info, dict):
+        extra = {**info, **extra}
+    parsers = _parsers(where, body, prefix)
+    for module in dict.fromkeys(p.module for p in parsers):
+        if module not in PARSER_ALIASES:
+            errors.warn(
+                ContentError(
+                    f"parser {module!r} has no Assay equivalent; its output will not become facts",
+                    where.at(body, "parsers", f"{prefix}.parsers"),
+                )
+            )
     return Executor(
         name=name,
         platform=platform,
@@ -193,11 +251,12 @@ def _executor(where: _Where, body: YMap, name: str, platform: str, site: Source)
         timeout=timeout,
         payloads=_string_list(where, body, "payloads", f"{prefix}.payloads"),
         uploads=_string_list(where, body, "uploads", f"{prefix}.uploads"),
-        parsers=_parsers(where, body, prefix),
+        parsers=parsers,
+        additional_info=extra,
     )
 
 
-def _executors(where: _Where, node: YMap) -> tuple[Executor, ...]:
+def _executors(where: _Where, node: YMap, errors: ErrorCollector) -> tuple[Executor, ...]:
     out: list[Executor] = []
     platforms = node.get("platforms")
     executors = node.get("executors")
@@ -215,7 +274,7 @@ def _executors(where: _Where, node: YMap) -> tuple[Executor, ...]:
                     raise ContentError("an executor must be a mapping (command, cleanup, ...)", site)
                 for plat in (p.strip().lower() for p in plat_key.split(",") if p.strip()):
                     for name in (e.strip() for e in exec_key.split(",") if e.strip()):
-                        out.append(_executor(where, body, name, plat, site))
+                        out.append(_executor(where, body, name, plat, site, errors))
     elif executors is not None:  # v1
         if not isinstance(executors, YList):
             raise ContentError("'executors' must be a list", where.at(node, "executors", "executors"))
@@ -225,7 +284,8 @@ def _executors(where: _Where, node: YMap) -> tuple[Executor, ...]:
                 raise ContentError("an executor must be a mapping", where.at(executors, i, field))
             exec_name = _required(where, body, "name", f"{field}.name")
             plat_name = _required(where, body, "platform", f"{field}.platform").lower()
-            out.append(_executor(where, body, exec_name, plat_name, where.at(body, "name", f"{field}.name")))
+            site = where.at(body, "name", f"{field}.name")
+            out.append(_executor(where, body, exec_name, plat_name, site, errors))
     else:
         raise ContentError(
             "missing required field 'platforms' (or 'executors')", where.at(node, None, "platforms")
@@ -248,13 +308,26 @@ def _requirements(where: _Where, node: YMap) -> tuple[Requirement, ...]:
         if not isinstance(item, YMap):
             raise ContentError("a requirement must be a mapping", where.at(raw, i, f"requirements[{i}]"))
         if "module" in item:  # v1
-            rel = item.get("relationship_match") or []
-            out.append(Requirement(str(item["module"]), tuple(dict(r) for r in rel if isinstance(r, dict))))
+            out.append(
+                Requirement(
+                    str(item["module"]),
+                    _matches(where, item, "relationship_match", f"requirements[{i}].relationship_match"),
+                )
+            )
         else:  # v0: {module: [relationship, ...]}
-            for module, rels in item.items():
-                rel_list = rels if isinstance(rels, list) else []
-                out.append(Requirement(module, tuple(dict(r) for r in rel_list if isinstance(r, dict))))
+            for module in item:
+                out.append(Requirement(module, _matches(where, item, module, f"requirements[{i}].{module}")))
     return tuple(out)
+
+
+def _matches(where: _Where, holder: YMap, key: str, field: str) -> tuple[dict[str, Any], ...]:
+    """A requirement's relationship matches: a list of {source, edge?, target?} mappings."""
+    raw = holder.get(key)
+    if raw is None:
+        return ()
+    if not isinstance(raw, YList) or not all(isinstance(r, YMap) for r in raw):
+        raise ContentError("must be a list of {source, edge, target} mappings", where.at(holder, key, field))
+    return tuple(dict(r) for r in raw)
 
 
 def parse_ability(node: Any, file: str, errors: ErrorCollector, *, line: int = 0) -> Ability:
@@ -290,10 +363,19 @@ def parse_ability(node: Any, file: str, errors: ErrorCollector, *, line: int = 0
                 f"'safety' must be safe, disruptive or destructive, got {node['safety']!r}",
                 where.at(node, "safety", "safety"),
             ) from exc
-    extra = {k: v for k, v in node.items() if k not in _ABILITY_KEYS}
+    extra = _unknown_keys(where, node, _ABILITY_KEYS, errors)
     info = node.get("additional_info")
     if isinstance(info, dict):
         extra = {**info, **extra}
+    requirements = _requirements(where, node)
+    for req in requirements:
+        if req.module not in REQUIREMENT_ALIASES:
+            errors.warn(
+                ContentError(
+                    f"requirement {req.module!r} is not supported; the ability will be skipped for that",
+                    where.at(node, "requirements", "requirements"),
+                )
+            )
     tactic_name = (tactic or "auto-generated").lower()
     return Ability(
         id=ability_id,
@@ -302,14 +384,16 @@ def parse_ability(node: Any, file: str, errors: ErrorCollector, *, line: int = 0
         tactic=tactic_name,
         technique_id=technique_id,
         technique_name=technique_name,
-        executors=_executors(where, node),
+        executors=_executors(where, node, errors),
         privilege=privilege,
         repeatable=_bool(where, node, "repeatable", False),
         singleton=_bool(where, node, "singleton", False),
         delete_payload=_bool(where, node, "delete_payload", True),
-        requirements=_requirements(where, node),
+        requirements=requirements,
         buckets=_string_list(where, node, "buckets", "buckets") or (tactic_name,),
         safety=safety,
+        access=dict(node["access"]) if isinstance(node.get("access"), dict) else {},
+        plugin=_text(where, node, "plugin", "plugin") or "",
         additional_info=extra,
         origin=where.at(node),
     )
@@ -322,8 +406,9 @@ def iter_abilities(doc: YList, file: str, errors: ErrorCollector) -> Iterator[Ab
             yield parse_ability(item, file, errors, line=doc.line_of(i))
 
 
-def parse_adversary(node: YMap, file: str) -> Adversary:
+def parse_adversary(node: YMap, file: str, errors: ErrorCollector | None = None) -> Adversary:
     where = _Where(file)
+    extra = _unknown_keys(where, node, _ADVERSARY_KEYS, errors if errors is not None else ErrorCollector())
     adversary_id = _text(where, node, "adversary_id", "adversary_id") or _text(where, node, "id", "id")
     if not adversary_id:
         raise ContentError("missing required field 'adversary_id'", where.at(node, None, "adversary_id"))
@@ -348,7 +433,12 @@ def parse_adversary(node: YMap, file: str) -> Adversary:
         for key in sorted(
             phases, key=lambda k: (not str(k).isdigit(), int(k) if str(k).isdigit() else 0, str(k))
         ):
-            ordering.extend(str(a) for a in phases[key] or ())
+            items = phases[key] or YList()
+            if not isinstance(items, YList) or any(isinstance(a, YMap | YList) or a is None for a in items):
+                raise ContentError(
+                    "a phase must be a list of ability ids", where.at(phases, key, f"phases.{key}")
+                )
+            ordering.extend(str(a) for a in items)
     else:
         raise ContentError(
             "missing required field 'atomic_ordering'", where.at(node, None, "atomic_ordering")
@@ -360,5 +450,7 @@ def parse_adversary(node: YMap, file: str) -> Adversary:
         atomic_ordering=tuple(ordering),
         objective=_text(where, node, "objective", "objective"),
         tags=_string_list(where, node, "tags", "tags"),
+        plugin=_text(where, node, "plugin", "plugin") or "",
+        additional_info=extra,
         origin=where.at(node),
     )

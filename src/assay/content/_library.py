@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assay.content._atomic import is_atomic, parse_atomic
 from assay.content._caldera import iter_abilities, parse_adversary
-from assay.content._model import Library
+from assay.content._model import Ability, Library
+from assay.content._sources import parse_source
 from assay.content._yaml import YList, YMap, load_yaml_file
 from assay.errors import ContentError, ErrorCollector, Source
 
 
 @dataclass(slots=True)
 class LoadResult:
-    """A library and everything that went wrong loading it (errors skip an item; warnings keep it)."""
+    """A library and everything that went wrong loading it (errors skip an item; warnings keep it).
+
+    ``loaded`` counts what each kind of file contributed: ``abilities`` (Caldera format), ``atomic tests``,
+    ``adversaries``, ``sources``; ``files`` is how many files were read.
+    """
 
     library: Library = field(default_factory=Library)
     errors: ErrorCollector = field(default_factory=ErrorCollector)
+    loaded: Counter[str] = field(default_factory=Counter)
+    files: int = 0
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
@@ -35,9 +44,11 @@ def _load_file(path: Path, result: LoadResult) -> None:
     doc = load_yaml_file(path)
     lib, errors = result.library, result.errors
     if isinstance(doc, YList):
-        _add_abilities(doc, name, result)
+        _add_abilities(iter_abilities(doc, name, errors), result, "abilities")
+    elif is_atomic(doc):
+        _add_abilities(parse_atomic(doc, name, errors), result, "atomic tests")
     elif isinstance(doc, YMap) and ("atomic_ordering" in doc or "phases" in doc or "adversary_id" in doc):
-        adversary = parse_adversary(doc, name)
+        adversary = parse_adversary(doc, name, errors)
         first_adv = lib.adversaries.get(adversary.id)
         if first_adv is not None:
             raise ContentError(
@@ -45,26 +56,42 @@ def _load_file(path: Path, result: LoadResult) -> None:
                 adversary.origin,
             )
         lib.adversaries[adversary.id] = adversary
+        result.loaded["adversaries"] += 1
     elif isinstance(doc, YMap) and ("platforms" in doc or "executors" in doc):
         holder = YList([doc])
         holder.line, holder.item_lines = doc.line, [doc.line]
-        _add_abilities(holder, name, result)
-    elif isinstance(doc, YMap) and "facts" in doc:
-        # Fact sources arrive with issue 3's fact engine; say so rather than skip them silently.
+        _add_abilities(iter_abilities(holder, name, errors), result, "abilities")
+    elif isinstance(doc, YMap) and ("facts" in doc or "rules" in doc or "adjustments" in doc):
+        source = parse_source(doc, name, errors)
+        first_src = lib.sources.get(source.id)
+        if first_src is not None:
+            raise ContentError(
+                f"duplicate fact source id {source.id!r} (first defined at {first_src.origin})", source.origin
+            )
+        lib.sources[source.id] = source
+        result.loaded["sources"] += 1
+    elif isinstance(doc, YMap) and "goals" in doc:
+        # Caldera objectives decide when an operation ends; Assay's end when the planner has nothing left.
+        errors.warn(ContentError("objective not used by Assay; skipped", Source(file=name, line=doc.line)))
+    elif isinstance(doc, YMap) and "module" in doc and ("params" in doc or "stopping_conditions" in doc):
         errors.warn(
-            ContentError("fact sources are not loaded yet; skipped", Source(file=name, line=doc.line))
+            ContentError(
+                "planner definition not loaded (Assay's planners are atomic, batch and buckets); skipped",
+                Source(file=name, line=doc.line),
+            )
         )
     else:
         line = doc.line if isinstance(doc, YMap | YList) else None
         raise ContentError(
-            "not Caldera content: expected a list of abilities or an adversary with 'atomic_ordering'",
+            "not Caldera content (nor Atomic Red Team): expected a list of abilities, an adversary with "
+            "'atomic_ordering', a fact source, or an atomic with 'atomic_tests'",
             Source(file=name, line=line),
         )
 
 
-def _add_abilities(doc: YList, name: str, result: LoadResult) -> None:
+def _add_abilities(abilities: Iterable[Ability], result: LoadResult, kind: str) -> None:
     lib, errors = result.library, result.errors
-    for ability in iter_abilities(doc, name, errors):
+    for ability in abilities:
         first = lib.abilities.get(ability.id)
         if first is not None:
             errors.add(
@@ -74,12 +101,14 @@ def _add_abilities(doc: YList, name: str, result: LoadResult) -> None:
             )
             continue
         lib.abilities[ability.id] = ability
+        result.loaded[kind] += 1
 
 
 def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     """Load every ``.yml``/``.yaml`` under ``paths``. One bad file or ability never stops the rest."""
     result = LoadResult()
     for path in _files(Path(p) for p in paths):
+        result.files += 1
         with result.errors.capture():
             _load_file(path, result)
     return result

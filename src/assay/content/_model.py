@@ -35,6 +35,41 @@ KNOWN_EXECUTORS: frozenset[str] = frozenset(
     }
 )
 KNOWN_PLATFORMS: frozenset[str] = frozenset({"linux", "windows", "darwin"})
+
+# Assay's parsers, and Caldera's stockpile parser modules mapped onto them so stockpile abilities keep
+# working. Stockpile parsers not listed (katz, nmap, netlocalgroup, ...) parse Windows or tool-specific output
+# Assay has no equivalent for: loading warns, and their links produce no facts.
+PARSERS: frozenset[str] = frozenset(
+    {"line", "regex", "json", "kv", "static", "scan", "ipaddr", "broadcastip"}
+)
+_STOCKPILE = "plugins.stockpile.app.parsers."
+PARSER_ALIASES: dict[str, str] = {
+    _STOCKPILE + "basic": "line",
+    _STOCKPILE + "filename": "line",
+    _STOCKPILE + "find": "line",
+    _STOCKPILE + "ssh": "line",
+    _STOCKPILE + "lspci": "line",
+    _STOCKPILE + "json": "json",
+    _STOCKPILE + "static": "static",
+    _STOCKPILE + "scan": "scan",
+    _STOCKPILE + "ipaddr": "ipaddr",
+    _STOCKPILE + "ip": "ipaddr",
+    _STOCKPILE + "broadcastip": "broadcastip",
+}
+for _name in PARSERS:
+    PARSER_ALIASES.setdefault(_name, _name)
+    PARSER_ALIASES.setdefault(f"assay.parsers.{_name}", _name)
+
+# Requirement modules, by the same scheme; the value is Assay's name.
+_REQ = "plugins.stockpile.app.requirements."
+REQUIREMENTS: frozenset[str] = frozenset(
+    {"paw_provenance", "basic", "not_exists", "existential", "universal"}
+)
+REQUIREMENT_ALIASES: dict[str, str] = {
+    **{_REQ + name: name for name in REQUIREMENTS},
+    _REQ + "req_like": "basic",  # basic with fuzzy target matching; the exact match is the safe reading
+    **{name: name for name in REQUIREMENTS},
+}
 DEFAULT_TIMEOUT = 60
 
 
@@ -51,6 +86,21 @@ class Safety(StrEnum):
     SAFE = "safe"
     DISRUPTIVE = "disruptive"
     DESTRUCTIVE = "destructive"
+
+    @property
+    def rank(self) -> int:
+        return _SAFETY_RANK[self]
+
+    def allows(self, safety: Safety | None) -> bool:
+        """Whether an operation limited to ``self`` may run an ability of class ``safety``.
+
+        An ability that does not say (Caldera and Atomic Red Team content) could do anything, so it counts as
+        destructive: it runs only when the user opts in to everything.
+        """
+        return (safety or Safety.DESTRUCTIVE).rank <= self.rank
+
+
+_SAFETY_RANK = {Safety.SAFE: 0, Safety.DISRUPTIVE: 1, Safety.DESTRUCTIVE: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +134,33 @@ class Executor:
     payloads: tuple[str, ...] = ()
     uploads: tuple[str, ...] = ()
     parsers: tuple[ParserConfig, ...] = ()
+    # Caldera executor keys Assay keeps but does not act on (`variations`, `code`, `language`, ...).
+    additional_info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Argument:
+    """An Atomic Red Team input argument: ``#{name}`` in its commands, filled with the default unless the
+    operation overrides it with a fact of the same trait (a fact source or the operation's own facts)."""
+
+    name: str
+    default: str
+    type: str = "string"
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """An Atomic Red Team prerequisite: ``check`` exits 0 when it is met; ``get`` tries to meet it.
+
+    ``needs_network`` is decided at import: when getting the prerequisite would reach the network (downloads,
+    package managers), Assay never runs it and the link ends ``not_executed`` with reason ``prerequisite``.
+    """
+
+    description: str
+    check: str
+    get: str = ""
+    needs_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +179,13 @@ class Ability:
     requirements: tuple[Requirement, ...] = ()
     buckets: tuple[str, ...] = ()
     safety: Safety | None = None
+    access: Mapping[str, Any] = field(default_factory=dict)
+    plugin: str = ""
     additional_info: Mapping[str, Any] = field(default_factory=dict)
+    # Atomic Red Team: input arguments (substituted as ART does, unescaped) and prerequisites.
+    arguments: Mapping[str, Argument] = field(default_factory=dict)
+    dependencies: tuple[Dependency, ...] = ()
+    dependency_executor: str | None = None
     origin: Source | None = None
 
     @property
@@ -121,7 +204,74 @@ class Adversary:
     description: str = ""
     objective: str | None = None
     tags: tuple[str, ...] = ()
+    plugin: str = ""
+    additional_info: Mapping[str, Any] = field(default_factory=dict)
     origin: Source | None = None
+
+
+class RuleAction(StrEnum):
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+
+
+@dataclass(frozen=True, slots=True)
+class FactRule:
+    """Caldera's fact rule: facts of ``trait`` whose value ``match``es are allowed or denied (last match
+    wins).
+
+    ``match`` is a regular expression matched at the start of the value, or an IPv4 address/CIDR when it
+    parses as one (then an address value matches when it lies inside the network).
+    """
+
+    action: RuleAction
+    trait: str
+    match: str = ".*"
+
+
+@dataclass(frozen=True, slots=True)
+class SeedFact:
+    trait: str
+    value: str
+    score: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SeedRelationship:
+    source: tuple[str, str | None]  # (trait, value); a value of None is resolved against the source's facts
+    edge: str | None = None
+    target: tuple[str, str | None] | None = None
+    score: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """Caldera's visibility adjustment: a link of ``ability_id`` using fact ``trait`` = ``value`` gets
+    ``offset`` added to its visibility."""
+
+    ability_id: str
+    trait: str
+    value: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class FactSource:
+    """Caldera's fact source: the facts an operation starts with, the rules that filter facts, the seeded
+    relationships and the visibility adjustments."""
+
+    id: str
+    name: str
+    facts: tuple[SeedFact, ...] = ()
+    rules: tuple[FactRule, ...] = ()
+    relationships: tuple[SeedRelationship, ...] = ()
+    adjustments: tuple[Adjustment, ...] = ()
+    plugin: str = ""
+    additional_info: Mapping[str, Any] = field(default_factory=dict)
+    origin: Source | None = None
+
+
+# Caldera's default source `basic`: operations that name no source get this empty one.
+BASIC_SOURCE_ID = "ed32b9c3-9593-4c33-b0db-e2007315096b"
 
 
 @dataclass(slots=True)
@@ -130,6 +280,10 @@ class Library:
 
     abilities: dict[str, Ability] = field(default_factory=dict)
     adversaries: dict[str, Adversary] = field(default_factory=dict)
+    sources: dict[str, FactSource] = field(default_factory=dict)
+
+    def source(self, source_id: str) -> FactSource | None:
+        return self.sources.get(source_id)
 
     def ability(self, ability_id: str) -> Ability | None:
         return self.abilities.get(ability_id)

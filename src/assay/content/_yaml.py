@@ -67,7 +67,11 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 def load_yaml(text: str, name: str) -> Any:
     """Parse one YAML document; a syntax error becomes a :class:`ContentError` at the offending line."""
-    loader = _LineLoader(text)
+    try:
+        # Inside the try: the loader's reader checks the whole text for characters YAML does not allow.
+        loader = _LineLoader(text)
+    except yaml.YAMLError as exc:
+        raise ContentError(f"malformed YAML: {exc}", Source(file=name)) from exc
     try:
         node = loader.get_single_node()
         if node is None:

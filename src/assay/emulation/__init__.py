@@ -1,49 +1,107 @@
-"""Emulation: links, planners, the operation state machine, and the service that keeps operations live.
+"""Emulation: facts, parsers, requirements, link generation, planners, the operation state machine, the
+service that keeps operations live, and Caldera-shaped reports.
 
 >>> from assay.emulation import Operation, planner
->>> # op = Operation(id, name, adversary, planner("atomic"), group="red")
->>> # new_links = op.advance(abilities, now, new_id)
+>>> # op = Operation(id, name, adversary, planner("atomic"), abilities=library.abilities, group="red")
+>>> # touched = op.advance(now, new_id)
 """
 
-from assay.emulation._model import Agent, Link, LinkStatus, OperationState, Result, SkipReason
-from assay.emulation._operation import IdFactory, Operation
+from assay.emulation._facts import FactBase, allowed, seed
+from assay.emulation._linking import (
+    GLOBALS,
+    PREREQ_EXIT,
+    Decision,
+    Run,
+    Skip,
+    Variable,
+    agent_globals,
+    choose_executor,
+    escape,
+    fill,
+    generate,
+    parse_variable,
+    prerequisite_failure,
+    render,
+    variables,
+    with_prerequisites,
+)
+from assay.emulation._model import (
+    Agent,
+    Fact,
+    Link,
+    LinkStatus,
+    OperationState,
+    OriginType,
+    Relationship,
+    Result,
+    SkipReason,
+)
+from assay.emulation._obfuscators import OBFUSCATORS, Obfuscator, obfuscator
+from assay.emulation._operation import Change, IdFactory, Operation
+from assay.emulation._parsers import PARSERS, parse, parser_name
 from assay.emulation._planning import (
     PLANNERS,
     AtomicPlanner,
-    Decision,
+    BatchPlanner,
+    BucketsPlanner,
     Planner,
-    Run,
-    Skip,
-    agent_globals,
-    choose_executor,
-    cleanup_sequence,
-    decide,
-    fill,
+    bucket_order,
     planner,
 )
-from assay.emulation._service import OperationLedger, OperationService
+from assay.emulation._report import event_logs, operation_report
+from assay.emulation._requirements import unmet
+from assay.emulation._service import OperationLedger, OperationService, OperationSettings, parse_jitter
 
 __all__ = [
+    "GLOBALS",
+    "OBFUSCATORS",
+    "PARSERS",
     "PLANNERS",
+    "PREREQ_EXIT",
     "Agent",
     "AtomicPlanner",
+    "BatchPlanner",
+    "BucketsPlanner",
+    "Change",
     "Decision",
+    "Fact",
+    "FactBase",
     "IdFactory",
     "Link",
     "LinkStatus",
+    "Obfuscator",
     "Operation",
     "OperationLedger",
     "OperationService",
+    "OperationSettings",
     "OperationState",
+    "OriginType",
     "Planner",
+    "Relationship",
     "Result",
     "Run",
     "Skip",
     "SkipReason",
+    "Variable",
     "agent_globals",
+    "allowed",
+    "bucket_order",
     "choose_executor",
-    "cleanup_sequence",
-    "decide",
+    "escape",
+    "event_logs",
     "fill",
+    "generate",
+    "obfuscator",
+    "operation_report",
+    "parse",
+    "parse_jitter",
+    "parse_variable",
+    "parser_name",
     "planner",
+    "prerequisite_failure",
+    "render",
+    "seed",
+    "unmet",
+    "variables",
+    "with_prerequisites",
 ]

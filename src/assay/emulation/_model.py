@@ -27,6 +27,8 @@ class LinkStatus(IntEnum):
 
     @property
     def finished(self) -> bool:
+        """Nothing more will happen to the link. Unlike Caldera, ignored (-5) and untrusted (-4) links count:
+        an operation never waits for them."""
         return self in _FINISHED
 
     @property
@@ -35,7 +37,16 @@ class LinkStatus(IntEnum):
         return self in _RAN
 
 
-_FINISHED = frozenset({LinkStatus.DISCARD, LinkStatus.SUCCESS, LinkStatus.ERROR, LinkStatus.TIMEOUT})
+_FINISHED = frozenset(
+    {
+        LinkStatus.HIGH_VIZ,
+        LinkStatus.UNTRUSTED,
+        LinkStatus.DISCARD,
+        LinkStatus.SUCCESS,
+        LinkStatus.ERROR,
+        LinkStatus.TIMEOUT,
+    }
+)
 _RAN = frozenset({LinkStatus.SUCCESS, LinkStatus.ERROR, LinkStatus.TIMEOUT})
 
 
@@ -53,7 +64,13 @@ class SkipReason(IntEnum):
 
 
 class OperationState(StrEnum):
-    """Caldera's operation states. Issue 2 drives running → cleanup → finished; issue 3 adds the rest."""
+    """Caldera's operation states.
+
+    ``running`` plans and hands out links; ``paused`` does neither (results are still taken);
+    ``run_one_link`` hands out one link and pauses when its result arrives; ``cleanup`` runs the cleanup of
+    every executed ability, newest first; ``finished`` and ``out_of_time`` (cleanup overran its budget) are
+    terminal.
+    """
 
     RUNNING = "running"
     RUN_ONE_LINK = "run_one_link"
@@ -61,6 +78,55 @@ class OperationState(StrEnum):
     CLEANUP = "cleanup"
     OUT_OF_TIME = "out_of_time"
     FINISHED = "finished"
+
+
+class OriginType(IntEnum):
+    """Where a fact came from (Caldera's numbers)."""
+
+    DOMAIN = 0
+    SEEDED = 1
+    LEARNED = 2
+    IMPORTED = 3
+    USER = 4
+
+
+@dataclass(slots=True)
+class Fact:
+    """A trait with a value; one per (trait, value) in an operation, however often it was learned."""
+
+    trait: str
+    value: str
+    score: int = 1
+    origin_type: OriginType = OriginType.LEARNED
+    source: str = ""  # the operation or fact source it came from
+    links: list[str] = field(default_factory=list)  # links whose output produced it
+    collected_by: list[str] = field(default_factory=list)  # paws
+    technique_id: str = ""
+    created_at: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.trait, self.value)
+
+    @property
+    def unique(self) -> str:
+        """Caldera's ``unique``: trait followed by value."""
+        return self.trait + self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    """``source`` -``edge``-> ``target`` between facts given as (trait, value); edge and target optional."""
+
+    source: tuple[str, str]
+    edge: str | None = None
+    target: tuple[str, str] | None = None
+    score: int = 1
+    origin: str = ""  # the link or fact source that made it
+
+    @property
+    def key(self) -> tuple[tuple[str, str], str | None, tuple[str, str] | None]:
+        return (self.source, self.edge, self.target)
 
 
 @dataclass(slots=True)
@@ -130,7 +196,12 @@ class Link:
     start_ticks: int | None = None
     skip_reason: str | None = None
     skip_reason_id: SkipReason | None = None
-    facts: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)  # the facts it used, trait → value (Caldera's `used`)
+    plaintext_command: str = ""  # before obfuscation; `command` is what the agent runs
+    score: int = 0
+    visibility: int = 50
+    jitter: int = 0  # seconds between planning and the moment the link may be handed out
+    available_at: float | None = None  # planned_at + jitter
 
     @property
     def finished(self) -> bool:
@@ -143,6 +214,14 @@ class Link:
     @property
     def in_flight(self) -> bool:
         return self.status is LinkStatus.EXECUTE
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return self.status is LinkStatus.PAUSE
+
+    @property
+    def used(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self.facts.items())
 
     @property
     def entity_id(self) -> str | None:

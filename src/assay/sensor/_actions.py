@@ -22,15 +22,42 @@ WRITE_INTENT = _O_WRONLY | _O_RDWR | _O_CREAT | _O_TRUNC
 _S_IFMT = 0o170000
 _NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o140000: "socket", 0o100000: "file"}
 OPEN_FAMILY = frozenset({"open", "openat", "openat2"})
+# Plain strings, not Action members: reading an Enum class attribute costs ~170 ns on CPython 3.11
+# (EnumType.__getattr__), several times per syscall event; StrEnum members compare equal to their values.
+_ACCEPT = Action.ACCEPT.value
+_BIND = Action.BIND.value
+_BPF_LOAD = Action.BPF_LOAD.value
+_CONNECT = Action.CONNECT.value
+_EXEC_FAILED = Action.EXEC_FAILED.value
+_FILE_CHMOD = Action.FILE_CHMOD.value
+_FILE_CHOWN = Action.FILE_CHOWN.value
+_FILE_DELETE = Action.FILE_DELETE.value
+_FILE_READ_SENSITIVE = Action.FILE_READ_SENSITIVE.value
+_FILE_RENAME = Action.FILE_RENAME.value
+_FILE_WRITE = Action.FILE_WRITE.value
+_KILL = Action.KILL.value
+_MEMFD_CREATE = Action.MEMFD_CREATE.value
+_MODULE_LOAD = Action.MODULE_LOAD.value
+_MKNOD = Action.MKNOD.value
+_MOUNT = Action.MOUNT.value
+_PERSONALITY = Action.PERSONALITY.value
+_PRCTL = Action.PRCTL.value
+_PTRACE = Action.PTRACE.value
+_SETGID = Action.SETGID.value
+_SETUID = Action.SETUID.value
+_SYSLOG = Action.SYSLOG.value
+_UMOUNT = Action.UMOUNT.value
+# (module constants, not R.X: an attribute lookup each time, several per syscall event)
+_F_SENSITIVE = R.F_SENSITIVE
+_F_SENSITIVE_DIR = R.F_SENSITIVE_DIR
+_S_ARG0 = R.S_ARG0
+_S_ARG1 = R.S_ARG1
+_S_ARG2 = R.S_ARG2
+_S_BASE0 = R.S_BASE0
+_S_BASE1 = R.S_BASE1
+_S_FDPATH = R.S_FDPATH
 FILE_ACTIONS = frozenset(
-    {
-        Action.FILE_WRITE,
-        Action.FILE_DELETE,
-        Action.FILE_RENAME,
-        Action.FILE_CHMOD,
-        Action.FILE_CHOWN,
-        Action.FILE_READ_SENSITIVE,
-    }
+    {_FILE_WRITE, _FILE_DELETE, _FILE_RENAME, _FILE_CHMOD, _FILE_CHOWN, _FILE_READ_SENSITIVE}
 )
 
 
@@ -74,17 +101,17 @@ def syscall_fields(
     ret: int,
     flags: int,
 ) -> None:
-    path = strs[R.S_ARG0]
+    path = strs[_S_ARG0]
     if path is not None and sc.strs and sc.strs[0][1] != NOT_PATH:
-        path = join_path(strs[R.S_BASE0], path)
+        path = join_path(strs[_S_BASE0], path)
     if action in FILE_ACTIONS:
-        p = strs[R.S_FDPATH] if sc.fd_path != NO_ARG else path
+        p = strs[_S_FDPATH] if sc.fd_path != NO_ARG else path
         if p is not None:
             f["file.path"] = p
-        if action == Action.FILE_RENAME and strs[R.S_ARG1] is not None:
-            f["file.target_path"] = join_path(strs[R.S_BASE1], strs[R.S_ARG1] or "")
+        if action == _FILE_RENAME and strs[_S_ARG1] is not None:
+            f["file.target_path"] = join_path(strs[_S_BASE1], strs[_S_ARG1] or "")
         creates = sc.name == "creat" or (sc.open_flags < 6 and args[sc.open_flags] & _O_CREAT)
-        if sc.mode_arg is not None and (action == Action.FILE_CHMOD or creates):
+        if sc.mode_arg is not None and (action == _FILE_CHMOD or creates):
             f["file.mode"] = args[sc.mode_arg] & 0o7777
         elif sc.name == "openat2" and len(blob) >= 16 and open_flags(sc, args, blob) & _O_CREAT:
             f["file.mode"] = int.from_bytes(blob[8:16], "little") & 0o7777  # struct open_how.mode
@@ -98,48 +125,48 @@ def syscall_fields(
                 f["file.uid"] = args[i] & 0xFFFFFFFF
             if s32(args[i + 1]) != -1:
                 f["file.gid"] = args[i + 1] & 0xFFFFFFFF
-        if flags & R.F_SENSITIVE_DIR:
+        if flags & _F_SENSITIVE_DIR:
             f["file.sensitive_match"] = "directory"
-        elif flags & R.F_SENSITIVE:
+        elif flags & _F_SENSITIVE:
             f["file.sensitive_match"] = "file"
-    elif action in (Action.CONNECT, Action.BIND):
+    elif action in (_CONNECT, _BIND):
         _net.sockaddr_fields(action, blob, f)
-    elif action == Action.EXEC_FAILED:
+    elif action == _EXEC_FAILED:
         if path is not None:
             f["file.path"] = path
-    elif action in (Action.SETUID, Action.SETGID):
+    elif action in (_SETUID, _SETGID):
         target = cred_target(sc, args)
         if target is not None:
-            f["user.target.id" if action == Action.SETUID else "group.target.id"] = target
-    elif action == Action.PTRACE:
+            f["user.target.id" if action == _SETUID else "group.target.id"] = target
+    elif action == _PTRACE:
         f["ptrace.request"] = args[0]
         f["ptrace.target_pid"] = s32(args[1])
-    elif action == Action.KILL:
+    elif action == _KILL:
         f["signal.number"] = args[2] if sc.name == "tgkill" else args[1]
         f["signal.target_pid"] = s32(args[0])
-    elif action == Action.PRCTL:
+    elif action == _PRCTL:
         f["prctl.option"] = args[0]
-    elif action == Action.MEMFD_CREATE:
-        if strs[R.S_ARG0] is not None:
-            f["memfd.name"] = strs[R.S_ARG0]
+    elif action == _MEMFD_CREATE:
+        if strs[_S_ARG0] is not None:
+            f["memfd.name"] = strs[_S_ARG0]
         f["file.flags"] = args[1]
-    elif action == Action.MOUNT:
+    elif action == _MOUNT:
         if sc.name == "mount":
-            if strs[R.S_ARG0] is not None:
-                f["mount.source"] = strs[R.S_ARG0]
-            if strs[R.S_ARG1] is not None:
-                f["mount.target"] = join_path(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-            if strs[R.S_ARG2] is not None:
-                f["mount.fstype"] = strs[R.S_ARG2]
+            if strs[_S_ARG0] is not None:
+                f["mount.source"] = strs[_S_ARG0]
+            if strs[_S_ARG1] is not None:
+                f["mount.target"] = join_path(strs[_S_BASE1], strs[_S_ARG1] or "")
+            if strs[_S_ARG2] is not None:
+                f["mount.fstype"] = strs[_S_ARG2]
         else:
             if path is not None:
                 f["mount.source"] = path
-            if strs[R.S_ARG1] is not None:
-                f["mount.target"] = join_path(strs[R.S_BASE1], strs[R.S_ARG1] or "")
-    elif action == Action.UMOUNT:
+            if strs[_S_ARG1] is not None:
+                f["mount.target"] = join_path(strs[_S_BASE1], strs[_S_ARG1] or "")
+    elif action == _UMOUNT:
         if path is not None:
             f["mount.target"] = path
-    elif action == Action.BPF_LOAD:
+    elif action == _BPF_LOAD:
         f["bpf.command"] = args[0]
         if len(blob) >= 4:
             f["bpf.prog_type"] = int.from_bytes(blob[:4], "little")
@@ -147,11 +174,11 @@ def syscall_fields(
             name = blob[48:64].split(b"\0", 1)[0]
             if name:
                 f["bpf.prog_name"] = text(name)
-    elif action == Action.PERSONALITY:
+    elif action == _PERSONALITY:
         f["personality.persona"] = args[0] & 0xFFFFFFFF  # unsigned int
-    elif action == Action.SYSLOG:
+    elif action == _SYSLOG:
         f["syslog.action"] = s32(args[0])
-    elif action == Action.MKNOD:
+    elif action == _MKNOD:
         if path is not None:
             f["file.path"] = path
         if sc.mode_arg is not None:
@@ -161,10 +188,10 @@ def syscall_fields(
             f["file.mode"] = mode & 0o7777
             if kind in ("char", "block"):
                 f["file.device"] = args[sc.mode_arg + 1]  # dev follows mode in mknod and mknodat
-    elif action == Action.MODULE_LOAD:
-        if strs[R.S_FDPATH] is not None:
-            f["file.path"] = strs[R.S_FDPATH]
-        params = strs[R.S_ARG1] if sc.name == "finit_module" else strs[R.S_ARG0]
+    elif action == _MODULE_LOAD:
+        if strs[_S_FDPATH] is not None:
+            f["file.path"] = strs[_S_FDPATH]
+        params = strs[_S_ARG1] if sc.name == "finit_module" else strs[_S_ARG0]
         if params:
             f["module.params"] = params
 
@@ -201,11 +228,11 @@ def socket_fields(
         return
     local_ip = _net.ip_text(laddr, family)
     remote_ip = _net.ip_text(raddr, family)
-    if action == Action.ACCEPT:
+    if action == _ACCEPT:
         # the peer that connected in is the source; this host's listening end the destination
         f["source.ip"], f["source.port"] = remote_ip, rport
         f["destination.ip"], f["destination.port"] = local_ip, lport
-    elif action == Action.CONNECT:
+    elif action == _CONNECT:
         f.setdefault("destination.ip", remote_ip)
         f.setdefault("destination.port", rport)
         if lport:

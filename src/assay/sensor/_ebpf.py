@@ -80,7 +80,7 @@ class EbpfSource(Source):
         self._proc = proc
         self.tree = ProcessTree()
         self._syscalls = by_number()
-        self.decoder = Decoder(self.tree, host, self._syscalls, host_namespaces(proc))
+        self.decoder = Decoder(self.tree, host, self._syscalls, host_namespaces(proc), proc=proc)
         self._obj: _libbpf.BpfObject | None = None
         self._ring: RingBuffer | None = None
         self._stats_fd = -1
@@ -88,7 +88,8 @@ class EbpfSource(Source):
         self._cpu_dropped: list[int] = []
         self._by_type_dropped: list[list[int]] = []
         self._last_loss_check = 0.0
-        self._batch: list[Event] = []
+        self._next_loss_read = 0.0  # monotonic time by which the drop counters are read again
+        self._next_sync = 0.0  # monotonic time of the next clock-offset refresh
         self.load_seconds = 0.0
         self.attach_seconds = 0.0
         self.snapshot_size = 0
@@ -174,32 +175,36 @@ class EbpfSource(Source):
         drops = self.noise.drops
         return [e for e in batch if e.fields["event.action"] != "connect" or not drops(e)]
 
-    def _handle(self, rec: memoryview) -> None:
-        self._records += 1
-        try:
-            ev = self.decoder.decode(rec)
-        except SensorError:
-            self.counts["decode_errors"] = self.counts.get("decode_errors", 0) + 1
-            return
-        if ev is not None:
-            self._batch.append(ev)
-
-    def _poll(self, timeout: float) -> list[Event]:
+    def _poll(self, timeout: float, *, final: bool = False) -> list[Event]:
         ring = self._ring
         if ring is None:
             return []
         ring.wait(timeout)
-        self.decoder.sync_clock()
-        self._batch = []
-        errors_before = self.counts.get("decode_errors", 0)
-        ring.drain(self._handle)
-        out = self._batch
-        self._batch = []
+        dec = self.decoder
+        mono = time.monotonic()
+        if mono >= self._next_sync:
+            dec.sync_clock()  # the wall-clock offset moves only with NTP steps: once a second is plenty
+            self._next_sync = mono + 1.0
+        started = time.time()
+        errors_before = dec.errors
+        out = dec.events = []
+        self._records += ring.drain(dec.feed)
+        dec.events = []
+        bad = dec.errors - errors_before
+        if bad:
+            self.counts["decode_errors"] = self.counts.get("decode_errors", 0) + bad
         now = time.time()
-        bad = self.counts.get("decode_errors", 0) - errors_before
         if bad:
             out.append(self._loss(bad, self._last_loss_check, now, **{"loss.reason": "undecodable records"}))
-        out.extend(self._loss_events(now))
+        # Reading the drop counters is a syscall and a few hundred bytes of Python, which after a sleep costs
+        # as much as decoding dozens of records; skip it when the ring provably had room for every record
+        # (no counter can have moved), but read at least once a second and always at the end.
+        if final or mono >= self._next_loss_read or ring.could_have_dropped(R.MAX_RECORD):
+            out.extend(self._loss_events(now))
+            self._next_loss_read = mono + 1.0
+        else:
+            # nothing was dropped up to the drain's last look at the ring, which is later than `started`
+            self._last_loss_check = started
         return out
 
     def _read_drops(self) -> list[tuple[int, int, int, list[int]]]:
@@ -252,7 +257,7 @@ class EbpfSource(Source):
             self._obj.detach()  # no new records from here on
         if self._ring is not None:
             if self._stats_fd >= 0:
-                tail = self._poll(0.0)  # what was queued, and the final drop count
+                tail = self._poll(0.0, final=True)  # what was queued, and the final drop count
             self._ring.close()
             self._ring = None
         if self._obj is not None:

@@ -14,6 +14,7 @@ import struct
 HDR = "QQQ6IQ10I16s"
 HDR_SIZE = 112
 CTX_START, CTX_END = 48, 96  # the context block: one bytes key for the decoder's per-process cache
+HDR_STRUCT = struct.Struct("<" + HDR)
 
 EXEC = struct.Struct("<" + HDR + "IIHHHHH6x")  # argv_len, argv_total, filename, exe, cwd, cg, cg1 lengths
 FORK = struct.Struct("<" + HDR + "QQIII4x")  # child_start, child_pstart, child_pid, child_ppid, child_ns_pid
@@ -47,7 +48,14 @@ S_ARG0, S_ARG1, S_ARG2, S_BASE0, S_BASE1, S_FDPATH = range(6)
 STATS = struct.Struct("<QQQ5Q")
 INODE_KEY = struct.Struct("<QII")  # ino, dev, pad
 
+# Caps of records.h (a test reads them back from the header).
 ARGV_CAP = 16384
+STR_CAP = 4096
+CG_CAP = 128
+SYS_DATA = 24576
+# The largest record the kernel can ask the ring buffer for: a full exec or syscall record, its 8-byte ring
+# header, rounded up to 8. The ring cannot have refused a record unless it came within this of full.
+MAX_RECORD = (8 + max(EXEC.size + ARGV_CAP + 3 * STR_CAP + 2 * CG_CAP, SYS.size + SYS_DATA) + 7) & ~7
 INVALID_UID = 0xFFFFFFFF
 
 

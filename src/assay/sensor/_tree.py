@@ -18,12 +18,13 @@ import os
 import pwd
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from assay.events import entity_id
 
+_new = object.__new__
 _CONTAINER_ID = re.compile(r"(?:^|[-/:_.])([0-9a-f]{64})(?:\.scope)?(?:$|/)")
 
 
@@ -42,9 +43,12 @@ class ProcessInfo:
         "args_from_proc",
         "args_truncated",
         "cache",
+        "cache_brood",
         "cache_key",
+        "cache_origin",
         "cache_parent_version",
         "cache_version",
+        "children_ancestry",
         "command_line",
         "container_id",
         "cwd",
@@ -81,7 +85,8 @@ class ProcessInfo:
         self.ppid = ppid
         self.parent_entity_id = parent_entity_id
         self.parent = parent  # the node at fork time, when known
-        self.ancestry: tuple[str, ...] = ()
+        self.ancestry: tuple[str, ...] = ()  # set when the node is created, never changed after
+        self.children_ancestry: tuple[str, ...] | None = None  # (entity_id, *ancestry), shared by children
         self.executable: str | None = None
         self.name = name
         self.args: list[str] | None = None
@@ -100,6 +105,53 @@ class ProcessInfo:
         self.cache_key: bytes = b""
         self.cache_version = -1
         self.cache_parent_version = -1
+        self.cache_brood: Any = None  # what the source derived from `cache` for this process's children
+        self.cache_origin: Any = None  # the parent's `cache_brood` that `cache` was derived from
+
+    @classmethod
+    def forked(cls, pid: int, start: int, entity_id: str, parent: ProcessInfo) -> ProcessInfo:
+        """A child of ``parent``, with its image, argv, cwd, user and container until it execs.
+
+        The same as ``__init__`` followed by copying from the parent, with every slot stored once: process
+        storms create one per fork, and the stores are most of the cost (a test checks every slot is set).
+        """
+        info = _new(cls)
+        info.pid = pid
+        info.start = start
+        info.start_estimated = False
+        info.entity_id = entity_id
+        info.ppid = parent.pid
+        info.parent_entity_id = parent.entity_id
+        info.parent = parent
+        info.ancestry = parent.child_ancestry()
+        info.children_ancestry = None
+        info.executable = parent.executable
+        info.name = parent.name
+        info.args = parent.args
+        info.command_line = parent.command_line
+        info.cwd = parent.cwd
+        info.uid = parent.uid
+        info.euid = parent.euid
+        info.gid = parent.gid
+        info.args_from_proc = parent.args_from_proc
+        info.args_truncated = parent.args_truncated
+        info.container_id = parent.container_id
+        info.exited = False
+        info.version = 0
+        info.cache = None
+        info.cache_key = b""
+        info.cache_version = -1
+        info.cache_parent_version = -1
+        info.cache_brood = None
+        info.cache_origin = None
+        return info
+
+    def child_ancestry(self) -> tuple[str, ...]:
+        """The ancestry of this process's children (one tuple, shared by all of them)."""
+        ancestry = self.children_ancestry
+        if ancestry is None:
+            ancestry = self.children_ancestry = (self.entity_id, *self.ancestry)
+        return ancestry
 
     def __repr__(self) -> str:
         return f"ProcessInfo({self.entity_id}, {self.executable!r}, parent={self.parent_entity_id})"
@@ -124,6 +176,10 @@ class ProcessTree:
     def by_pid(self, pid: int) -> ProcessInfo | None:
         return self._by_pid.get(pid)
 
+    def pid_lookup(self) -> Callable[[int], ProcessInfo | None]:
+        """``by_pid`` without the method call, for a decoder's hot path (the index is never replaced)."""
+        return self._by_pid.get
+
     # --- feeding ----------------------------------------------------------------------------------------
     def add(self, info: ProcessInfo) -> ProcessInfo:
         old = self._by_entity.get(info.entity_id)
@@ -133,28 +189,28 @@ class ProcessTree:
         self._by_pid[info.pid] = info
         return info
 
-    def fork(self, pid: int, start: int, ppid: int, pstart: int) -> ProcessInfo:
-        """A new process: it inherits its parent's image, argv, cwd and user until it execs."""
+    def fork(
+        self, pid: int, start: int, ppid: int, pstart: int, parent: ProcessInfo | None = None
+    ) -> ProcessInfo:
+        """A new process: it inherits its parent's image, argv, cwd and user until it execs.
+
+        ``parent``: the node of ``ppid:pstart`` when the caller already has it (the forking process, in the
+        common case), which saves building and looking up its entity id.
+        """
         eid = f"{pid}:{start}"
         known = self._by_entity.get(eid)
         if known is not None:
             return known  # the /proc snapshot got there first
-        peid = f"{ppid}:{pstart}"
-        parent = self._by_entity.get(peid)
-        info = ProcessInfo(pid, start, eid, ppid, peid, parent)
-        if parent is not None:
-            info.ancestry = (peid, *parent.ancestry)
-            info.executable = parent.executable
-            info.name = parent.name
-            info.args = parent.args
-            info.command_line = parent.command_line
-            info.cwd = parent.cwd
-            info.uid, info.euid, info.gid = parent.uid, parent.euid, parent.gid
-            info.args_from_proc = parent.args_from_proc
-            info.args_truncated = parent.args_truncated
-            info.container_id = parent.container_id
-        else:
-            info.ancestry = (peid,)
+        if parent is None:
+            peid = f"{ppid}:{pstart}"
+            parent = self._by_entity.get(peid)
+            if parent is None:
+                info = ProcessInfo(pid, start, eid, ppid, peid)
+                info.ancestry = (peid,)
+                self._by_entity[eid] = info
+                self._by_pid[pid] = info
+                return info
+        info = ProcessInfo.forked(pid, start, eid, parent)
         self._by_entity[eid] = info
         self._by_pid[pid] = info
         return info
@@ -168,11 +224,13 @@ class ProcessTree:
         *,
         truncated: bool = False,
         from_proc: bool = False,
+        command_line: str | None = None,
     ) -> None:
+        """``command_line``: ``" ".join(args)`` when the caller already has it."""
         info.executable = executable
         info.name = executable.rpartition("/")[2] if executable else info.name
         info.args = args
-        info.command_line = " ".join(args)
+        info.command_line = " ".join(args) if command_line is None else command_line
         if cwd:
             info.cwd = cwd
         info.args_truncated = truncated
@@ -304,17 +362,11 @@ _PARENT_IMAGE = tuple(
 )
 
 
-def fork_fields(parent_ctx: dict[str, Any], child: ProcessInfo, parent: ProcessInfo) -> dict[str, Any]:
-    """A forked child's event context from its parent's (same image, same user): identity and parent swapped.
-
-    Equal to what a full build gives (a test checks it); it exists because a copy and ten stores cost a third
-    of a rebuild, and process storms are mostly forks and execs.
-    """
+def fork_template(parent_ctx: dict[str, Any], parent: ProcessInfo, ancestry: list[str]) -> dict[str, Any]:
+    """The event context of ``parent``'s children (same image, same user), still with the parent's own pid,
+    entity id and start: :func:`fork_fields` sets those per child. ``ancestry``: the children's, as a list."""
     f = parent_ctx.copy()
-    f["process.pid"] = child.pid
-    f["process.entity_id"] = child.entity_id
-    f["process.start"] = child.start
-    f["process.ancestry"] = list(child.ancestry)
+    f["process.ancestry"] = ancestry
     f["process.parent.pid"] = parent.pid
     f["process.parent.entity_id"] = parent.entity_id
     get = parent_ctx.get
@@ -324,6 +376,19 @@ def fork_fields(parent_ctx: dict[str, Any], child: ProcessInfo, parent: ProcessI
             f.pop(child_key, None)
         else:
             f[child_key] = v
+    return f
+
+
+def fork_fields(parent_ctx: dict[str, Any], child: ProcessInfo, parent: ProcessInfo) -> dict[str, Any]:
+    """A forked child's event context from its parent's (same image, same user): identity and parent swapped.
+
+    Equal to what a full build gives (a test checks it); it exists because a copy and ten stores cost a third
+    of a rebuild, and process storms are mostly forks and execs.
+    """
+    f = fork_template(parent_ctx, parent, list(child.ancestry))
+    f["process.pid"] = child.pid
+    f["process.entity_id"] = child.entity_id
+    f["process.start"] = child.start
     return f
 
 

@@ -5,7 +5,15 @@
 >>> store.links(operation_id)  # doctest: +SKIP
 """
 
+from assay.storage._c2 import C2Records
 from assay.storage._database import Database, normalize_url, sqlite_url
 from assay.storage._store import OperationRecord, Store
 
-__all__ = ["Database", "OperationRecord", "Store", "normalize_url", "sqlite_url"]
+__all__ = [
+    "C2Records",
+    "Database",
+    "OperationRecord",
+    "Store",
+    "normalize_url",
+    "sqlite_url",
+]

@@ -67,6 +67,16 @@ class OperationRow(Base):
     agents: Mapped[list[str]] = mapped_column(JsonType)  # paws taking part
     created_at: Mapped[float] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    # Issue 3 (migration 0002_emulation): modes, the adversary as it was at start, and the rest of the
+    # operation's settings (jitter, rules, adjustments, planner state) as JSON.
+    autonomous: Mapped[bool] = mapped_column(Boolean, default=True)
+    obfuscator: Mapped[str] = mapped_column(String(32), default="plain-text")
+    visibility: Mapped[int] = mapped_column(Integer, default=50)
+    max_safety: Mapped[str] = mapped_column(String(16), default="safe")
+    source_id: Mapped[str] = mapped_column(String(128), default="")
+    cleanup_deadline: Mapped[float | None] = mapped_column(Double, nullable=True)
+    adversary: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
 
 
 class LinkRow(Base):
@@ -100,6 +110,11 @@ class LinkRow(Base):
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     skip_reason_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     facts: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    plaintext_command: Mapped[str] = mapped_column(Text, default="")  # 0002_emulation
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    visibility: Mapped[int] = mapped_column(Integer, default=50)
+    jitter: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[float | None] = mapped_column(Double, nullable=True)
 
 
 class ResultRow(Base):

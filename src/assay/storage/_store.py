@@ -14,10 +14,22 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from assay.content import Privilege
-from assay.emulation import Agent, Link, LinkStatus, Operation, OperationState, Result, SkipReason
+from assay.emulation import (
+    Agent,
+    Fact,
+    Link,
+    LinkStatus,
+    Operation,
+    OperationState,
+    Relationship,
+    Result,
+    SkipReason,
+)
 from assay.errors import StorageError
 from assay.events import Alert, Event, alert_from_dict, alert_to_dict, event_from_dict, event_to_dict
 from assay.storage._database import Database
+from assay.storage._facts import FactRow, RelationshipRow
+from assay.storage._operations import EmulationRepository, fact_row, operation_row, relationship_row
 from assay.storage._schema import (
     AgentRow,
     AlertRow,
@@ -73,6 +85,11 @@ _LINK_FIELDS = [
     "pid",
     "start_ticks",
     "skip_reason",
+    "plaintext_command",
+    "score",
+    "visibility",
+    "jitter",
+    "available_at",
 ]
 
 
@@ -147,7 +164,7 @@ def _event_row(event: Event) -> EventRow:
     )
 
 
-class Store:
+class Store(EmulationRepository):
     """The repositories, over one :class:`Database`. Thread-safe: each call uses its own session."""
 
     def __init__(self, database: Database) -> None:
@@ -210,23 +227,23 @@ class Store:
             return [_agent(r) for r in session.scalars(select(AgentRow).order_by(AgentRow.created_at))]
 
     # -- operations and links ------------------------------------------------------------------------------
-    def save_operation(self, op: Operation, links: Iterable[Link] = ()) -> None:
-        """Write the operation's state and the given links in one transaction."""
-        row = OperationRow(
-            id=op.id,
-            name=op.name,
-            adversary_id=op.adversary.id,
-            planner_id=op.planner.name,
-            group=op.group,
-            auto_close=op.auto_close,
-            state=str(op.state),
-            close_requested=op.close_requested,
-            facts=dict(op.facts),
-            agents=list(op.agents),
-            created_at=op.created_at,
-            finished_at=op.finished_at,
+    def save_operation(
+        self,
+        op: Operation,
+        links: Iterable[Link] = (),
+        *,
+        facts: Iterable[Fact] = (),
+        relationships: Iterable[Relationship] = (),
+    ) -> None:
+        """Write the operation's state, the given links, facts and relationships in one transaction."""
+        self._write(
+            [
+                operation_row(op),
+                *(_link_row(lk) for lk in links),
+                *(fact_row(op.id, f) for f in facts),
+                *(relationship_row(op.id, r) for r in relationships),
+            ]
         )
-        self._write([row, *(_link_row(lk) for lk in links)])
 
     def save_links(self, links: Iterable[Link]) -> None:
         self._write([_link_row(lk) for lk in links])
@@ -254,7 +271,20 @@ class Store:
             row = session.get(LinkRow, link_id)
             return _link(row) if row else None
 
-    def save_result(self, result: Result, paw: str, received_at: float, *, accepted: bool) -> None:
+    def save_result(
+        self,
+        result: Result,
+        paw: str,
+        received_at: float,
+        *,
+        accepted: bool,
+        operation: Operation | None = None,
+        links: Iterable[Link] = (),
+        facts: Iterable[Fact] = (),
+        relationships: Iterable[Relationship] = (),
+    ) -> None:
+        """Record a result as delivered, and with it what it changed (the link, the links planned next, the
+        facts it taught) in the same transaction: a crash keeps all of it or none."""
         data = {
             "status": int(result.status),
             "exit_code": result.exit_code,
@@ -268,7 +298,18 @@ class Store:
         row = ResultRow(
             link_id=result.link_id, paw=paw, received_at=received_at, accepted=accepted, data=data
         )
-        self._write([row], merge=False)
+        changes: list[Any] = [] if operation is None else [operation_row(operation)]
+        changes += [_link_row(lk) for lk in links]
+        if operation is not None:
+            changes += [fact_row(operation.id, f) for f in facts]
+            changes += [relationship_row(operation.id, r) for r in relationships]
+        try:
+            with self.db.session() as session, session.begin():
+                session.add(row)
+                for change in changes:
+                    session.merge(change)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"write failed: {exc.__class__.__name__}: {exc}") from exc
 
     def results(self, link_id: str) -> list[dict[str, Any]]:
         query = select(ResultRow).where(ResultRow.link_id == link_id).order_by(ResultRow.id)
@@ -374,4 +415,6 @@ class Store:
     def delete_operation(self, operation_id: str) -> None:
         with self.db.session() as session, session.begin():
             session.execute(delete(LinkRow).where(LinkRow.operation_id == operation_id))
+            session.execute(delete(FactRow).where(FactRow.operation_id == operation_id))
+            session.execute(delete(RelationshipRow).where(RelationshipRow.operation_id == operation_id))
             session.execute(delete(OperationRow).where(OperationRow.id == operation_id))

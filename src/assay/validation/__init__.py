@@ -8,6 +8,7 @@ those from storage (or files) and renders the result.
 from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
 from assay.validation._classify import LinkResult, TechniqueResult, classify_link, is_mapped, rollup
 from assay.validation._compare import RoundDelta, TechniqueChange, compare
+from assay.validation._inputs import RoundStore, StoredLink, link_record, round_inputs
 from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome, status_name
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
 
@@ -21,6 +22,8 @@ __all__ = [
     "Outcome",
     "RoundDelta",
     "RoundReport",
+    "RoundStore",
+    "StoredLink",
     "Summary",
     "TechniqueChange",
     "TechniqueResult",
@@ -28,8 +31,10 @@ __all__ = [
     "classify_link",
     "compare",
     "is_mapped",
+    "link_record",
     "resolve_roots",
     "rollup",
+    "round_inputs",
     "status_name",
     "validate",
 ]

@@ -1,10 +1,13 @@
-"""Link-to-link latency of the native contact: `assay serve` + a real agent running N trivial links.
+"""Operation overhead (issue 3): `assay serve` + one real local agent at sleep 0 running N trivial links.
 
-Prints, for an operation of N `true` links on one local agent: the median and p95 of "result received →
-next link handed to the agent", and the wall time, beside a baseline measured in the same run: the agent's
-runner spawning `true` N times with no server at all (the floor that planning and HTTP add to).
+Prints, for an operation of N `true` links (default 50) on one local agent: the median and p95 of "result
+received → next link handed to the agent" (both stamped by the server: `finished_at` of a link and
+`delegated_at` of the next), and the operation's wall time, beside a baseline measured in the same run: the
+agent's runner spawning `true` N times with no server at all (the floor that planning, storage and HTTP add
+to). Targets: median ≤ 20 ms, N = 50 in under 5 s. Caldera's atomic planner polls every 5 s: 8 links took
+41 s at agent sleep 0 (../shared/notes/caldera-formats.md §E).
 
-    .venv/bin/python bench/link_latency.py [N]
+    .venv/bin/python bench/operation_overhead.py [N]
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def main() -> None:
                 "name": "true",
                 "tactic": "execution",
                 "technique_id": "T1059.004",
+                "safety": "safe",
                 "executors": [{"name": "sh", "platform": "linux", "command": "true"}],
             }
             for i in range(n)
@@ -134,15 +138,16 @@ def main() -> None:
                 server.stdout.close()
     gaps = sorted((b.delegated_at or 0) - (a.finished_at or 0) for a, b in itertools.pairwise(links))
     p95 = gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))]
-    print(f"links: {len(links)}")
+    median = statistics.median(gaps)
+    print(f"links: {len(links)} (one agent, sleep 0, SQLite)")
     print(
-        f"result received -> next link delivered: median {statistics.median(gaps) * 1000:.1f} ms, "
-        f"p95 {p95 * 1000:.1f} ms"
+        f"result received -> next link delivered: median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms "
+        f"(target: median <= 20 ms: {'met' if median <= 0.020 else 'NOT met'})"
     )
-    print(
-        f"operation wall time: {wall:.2f} s; baseline (runner alone, {n} x true): {baseline:.2f} s; "
-        f"ratio {wall / baseline:.1f}x"
-    )
+    verdict = "met" if wall < 5 * n / 50 else "NOT met"
+    print(f"operation wall time: {wall:.2f} s (target: 50 links in < 5 s: {verdict})")
+    print(f"baseline, the agent's runner alone ({n} x true, no server): {baseline:.2f} s")
+    print(f"ratio operation / baseline: {wall / baseline:.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,192 @@
+"""What the C2 server keeps beside agents and links: agent settings, the audit trail, last-seen times.
+
+- ``agent_settings``: per agent, what an operator changed (sleep, watchdog, a pending kill) and the parts of
+  a Caldera profile Assay stores as given (``proxy_receivers``, ``host_ip_addrs``...).
+- ``audit``: every dispatched command and every state-changing API call, with who (which key) and when.
+  Append-only; the server never updates or deletes a row.
+- Last-seen times change on every beacon; the server writes them in batches (:meth:`C2Records.touch`), never
+  once per beacon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from sqlalchemy import Boolean, Double, Integer, String, Table, bindparam, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from assay.c2._model import AgentSettings, AuditEntry
+from assay.errors import StorageError
+from assay.storage._database import Database
+from assay.storage._schema import AgentRow, AlertRow, Base, CredentialRow, EventRow, JsonType, RowId
+
+
+class AgentSettingsRow(Base):
+    __tablename__ = "agent_settings"
+    paw: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sleep_min: Mapped[int] = mapped_column(Integer)
+    sleep_max: Mapped[int] = mapped_column(Integer)
+    watchdog: Mapped[int] = mapped_column(Integer)
+    pending_kill: Mapped[bool] = mapped_column(Boolean)
+    profile: Mapped[dict[str, Any]] = mapped_column(JsonType)  # Caldera profile fields kept as given
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Double, index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    principal: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    operation_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    link_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    paw: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+
+class C2Records:
+    """Repository of the C2 tables over a :class:`Database` (the server's, shared with :class:`Store`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _commit(self, rows: Iterable[Any], *, merge: bool) -> None:
+        try:
+            with self.db.session() as session, session.begin():
+                for row in rows:
+                    if merge:
+                        session.merge(row)
+                    else:
+                        session.add(row)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"C2 write failed: {exc.__class__.__name__}: {exc}") from exc
+
+    # -- agent settings ------------------------------------------------------------------------------------
+    def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:
+        row = AgentSettingsRow(
+            paw=paw,
+            sleep_min=settings.sleep_min,
+            sleep_max=settings.sleep_max,
+            watchdog=settings.watchdog,
+            pending_kill=settings.pending_kill,
+            profile=dict(settings.profile),
+            updated_at=now,
+        )
+        self._commit([row], merge=True)
+
+    def settings(self) -> dict[str, AgentSettings]:
+        with self.db.session() as session:
+            return {
+                r.paw: AgentSettings(r.sleep_min, r.sleep_max, r.watchdog, r.pending_kill, dict(r.profile))
+                for r in session.scalars(select(AgentSettingsRow))
+            }
+
+    # -- last seen, in batches -----------------------------------------------------------------------------
+    def touch(self, last_seen: Mapping[str, float]) -> None:
+        """Write many agents' last-seen times in one statement (executemany) and one transaction."""
+        if not last_seen:
+            return
+        table = cast(Table, AgentRow.__table__)
+        statement = update(table).where(table.c.paw == bindparam("p")).values(last_seen=bindparam("seen"))
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(statement, [{"p": paw, "seen": seen} for paw, seen in last_seen.items()])
+        except SQLAlchemyError as exc:
+            raise StorageError(f"last-seen write failed: {exc.__class__.__name__}: {exc}") from exc
+
+    # -- audit trail ---------------------------------------------------------------------------------------
+    def audit(self, entries: Iterable[AuditEntry]) -> None:
+        rows = [
+            AuditRow(
+                at=e.at,
+                kind=e.kind,
+                principal=e.principal,
+                operation_id=e.operation_id,
+                link_id=e.link_id,
+                paw=e.paw,
+                data=dict(e.data),
+            )
+            for e in entries
+        ]
+        if rows:
+            self._commit(rows, merge=False)
+
+    def audit_trail(
+        self,
+        *,
+        operation_id: str | None = None,
+        paw: str | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[AuditEntry]:
+        query = select(AuditRow).order_by(AuditRow.id)
+        if operation_id is not None:
+            query = query.where(AuditRow.operation_id == operation_id)
+        if paw is not None:
+            query = query.where(AuditRow.paw == paw)
+        if kind is not None:
+            query = query.where(AuditRow.kind == kind)
+        if since is not None:
+            query = query.where(AuditRow.at >= since)
+        query = query.offset(offset).limit(limit)
+        with self.db.session() as session:
+            return [
+                AuditEntry(
+                    at=r.at,
+                    kind=r.kind,
+                    principal=r.principal,
+                    operation_id=r.operation_id,
+                    link_id=r.link_id,
+                    paw=r.paw,
+                    data=dict(r.data),
+                    id=r.id,
+                )
+                for r in session.scalars(query)
+            ]
+
+    # -- credentials (hashes of API keys and the enrolment token; the table is in ``_schema``) ------------
+    def credentials(self) -> dict[str, str]:
+        with self.db.session() as session:
+            return {r.name: r.digest for r in session.scalars(select(CredentialRow))}
+
+    def delete_credential(self, name: str) -> bool:
+        with self.db.session() as session, session.begin():
+            row = session.get(CredentialRow, name)
+            if row is None:
+                return False
+            session.delete(row)
+            return True
+
+    # -- what the sensor has shipped (``GET /api/v2/sensor``) ---------------------------------------------
+    def telemetry_summary(self) -> dict[str, Any]:
+        """Events per source and host, the newest event time, and the loss the sources reported."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(EventRow.source, EventRow.host, func.count(), func.max(EventRow.timestamp))
+                .where(EventRow.action != "loss")
+                .group_by(EventRow.source, EventRow.host)
+            ).all()
+            losses = session.scalars(select(EventRow.data).where(EventRow.action == "loss")).all()
+            alerts = session.execute(
+                select(AlertRow.suppressed, func.count()).group_by(AlertRow.suppressed)
+            ).all()
+        dropped = 0
+        for data in losses:
+            loss = data.get("loss") if isinstance(data, dict) else None
+            count = loss.get("count") if isinstance(loss, dict) else None
+            if isinstance(count, int):
+                dropped += count
+        return {
+            "sources": [
+                {"source": source, "host": host, "events": count, "last_event_at": last}
+                for source, host, count, last in rows
+            ],
+            "events": sum(r[2] for r in rows),
+            "loss_records": len(losses),
+            "events_dropped": dropped,
+            "alerts": {("suppressed" if s else "raised"): n for s, n in alerts},
+        }
