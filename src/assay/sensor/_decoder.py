@@ -11,7 +11,9 @@ it is written for CPython's costs rather than for elegance (``docs/sensor.md`` h
 - the argv, paths and cgroup of an exec are parsed once per distinct exec (a small cache keyed by the raw
   bytes): a storm of the same command line costs one dict lookup per exec, not a decode, split and join;
 - siblings share work: a parent's context is turned into its children's once (:class:`_Brood`), and a
-  child that runs what a sibling ran gets the sibling's post-exec context with its own identity;
+  child that runs what a sibling ran gets the sibling's post-exec context. Shared, not copied: a cached
+  context is right for its process but for the identity (``process.pid``, ``.entity_id``, ``.start``),
+  which every event sets from the tree node, so a storm's process costs one dict copy per event;
 - the function calls per record are kept to a minimum (each costs about as much as a dict store).
 
 Tests drive it with records packed by hand through :meth:`Decoder.decode`, so it needs neither root nor a
@@ -282,6 +284,9 @@ class Decoder:
         ):
             ctx = self._context(buf, off, key, info)
         f = ctx.copy()
+        f["process.pid"] = pid  # (a cached context may be a sibling's: see _remember)
+        f["process.entity_id"] = info.entity_id
+        f["process.start"] = info.start
         f["@timestamp"] = ts / 1e9 + self.clock_offset
         f["event.action"] = _EXIT
         f["process.tid"] = tid
@@ -317,11 +322,9 @@ class Decoder:
                 if brood is None or brood.src is not pctx:
                     brood = parent.cache_brood = _Brood(pctx, parent)
                 if child.ancestry is brood.ancestry:  # a new node (not one from the /proc snapshot)
-                    ctx = brood.ctx.copy()
-                    ctx["process.pid"] = c_pid
-                    ctx["process.entity_id"] = child.entity_id
-                    ctx["process.start"] = child.start
-                    child.cache = ctx  # fresh by construction: the parent's, with the parent's key
+                    # shared by the brood: fresh by construction (the parent's, with the parent's key) but
+                    # for the identity, which every event sets
+                    ctx = child.cache = brood.ctx
                     child.cache_key = parent.cache_key
                     child.cache_version = child.version
                     child.cache_parent_version = parent.version
@@ -335,6 +338,9 @@ class Decoder:
             if ctx is None or not _fresh(child, key):
                 ctx = self._context(buf, off, key, child)
         f = ctx.copy()
+        f["process.pid"] = c_pid
+        f["process.entity_id"] = child.entity_id
+        f["process.start"] = child.start
         f["@timestamp"] = ts / 1e9 + self.clock_offset
         f["event.action"] = _FORK
         f["process.tid"] = c_pid
@@ -399,10 +405,7 @@ class Decoder:
             brood = info.cache_origin if small and not truncated else None
             derived = brood.execs.get(raw) if brood is not None else None
             if derived is not None:
-                ctx = derived.copy()
-                ctx["process.pid"] = pid
-                ctx["process.entity_id"] = info.entity_id
-                ctx["process.start"] = info.start
+                ctx = derived  # shared with the sibling: only the identity differs, set per event
             else:
                 ctx = exec_fields(ctx, info)
                 if brood is not None:
@@ -415,6 +418,9 @@ class Decoder:
         else:
             ctx = self._context(buf, off, key, info)
         f = ctx.copy()
+        f["process.pid"] = pid
+        f["process.entity_id"] = info.entity_id
+        f["process.start"] = info.start
         f["@timestamp"] = ts / 1e9 + self.clock_offset
         f["event.action"] = _EXEC
         f["process.tid"] = tid
@@ -494,6 +500,9 @@ class Decoder:
         ):
             ctx = self._context(buf, off, key, info)
         f = ctx.copy()
+        f["process.pid"] = pid
+        f["process.entity_id"] = info.entity_id
+        f["process.start"] = info.start
         f["@timestamp"] = ts / 1e9 + self.clock_offset
         f["event.action"] = action
         f["process.tid"] = tid
@@ -531,6 +540,7 @@ def _fresh(info: ProcessInfo, key: bytes) -> bool:
 
 
 def _remember(info: ProcessInfo, ctx: dict[str, Any], key: bytes) -> None:
+    # A cached context is never mutated (it may be shared by siblings: events copy it and set the identity)
     info.cache = ctx
     info.cache_key = key
     info.cache_version = info.version
