@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import struct
 
 import pytest
 
 from assay.errors import SensorError
+from assay.events import Event
 from assay.sensor import _records as R
 from assay.sensor._decoder import Decoder, split_argv
 from assay.sensor._syscalls import by_number
@@ -257,3 +259,10 @@ def test_fork_context_shortcut_equals_a_rebuild(dec: Decoder) -> None:
     derived.update({"process.pid": 101, "process.entity_id": "101:5001", "process.start": 5001})
     rebuilt = dec._context(rec, 0, child.cache_key, child)
     assert derived == rebuilt
+
+
+def test_events_made_without_init_are_plain_events(dec: Decoder) -> None:
+    # the decoder makes events as object.__new__(Event) plus the `fields` slot: that is all Event(f) does
+    assert [f.name for f in dataclasses.fields(Event)] == ["fields"] and Event.__slots__ == ("fields",)
+    ev = dec.decode(exec_rec([b"/bin/true"], b"/usr/bin/true", b"/"))
+    assert ev is not None and type(ev) is Event and ev == Event(dict(ev.fields))

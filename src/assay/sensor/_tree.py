@@ -241,9 +241,16 @@ class ProcessTree:
         if info.exited:
             return
         info.exited = True
-        self._exited.append(info.entity_id)
-        while len(self._exited) > self._keep_exited:
-            gone = self._by_entity.pop(self._exited.popleft(), None)
+        exited = self._exited
+        exited.append(info.entity_id)
+        if len(exited) > self._keep_exited:
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop the oldest exited processes past ``keep_exited``."""
+        exited = self._exited
+        while len(exited) > self._keep_exited:
+            gone = self._by_entity.pop(exited.popleft(), None)
             if gone is not None and self._by_pid.get(gone.pid) is gone:
                 del self._by_pid[gone.pid]
 
