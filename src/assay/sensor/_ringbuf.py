@@ -80,6 +80,10 @@ class RingBuffer:
     def pending(self) -> int:
         return int(self._producer[0] - self._consumer[0])
 
+    def idle(self) -> bool:
+        """Nothing to read, and nothing was read by the last drain() (so the ring was empty since then)."""
+        return not self.span and self._producer[0] == self._consumer[0]
+
     def could_have_dropped(self, max_record: int) -> bool:
         """Whether the kernel may have failed to reserve a record of ``max_record`` bytes (header included)
         since the drain() before the last one; when False, its drop counters cannot have moved."""

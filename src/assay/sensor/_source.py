@@ -80,6 +80,8 @@ class Source(ABC):
                 return []
             else:
                 batch = self._poll(max(0.0, timeout))
+        if not batch:
+            return batch
         out = self._filter(batch)
         filtered = len(batch) - len(out)
         self.counts["filtered_self"] += filtered
