@@ -39,6 +39,7 @@ from assay.detection._ir import (
     StrTest,
     TimePartTest,
 )
+from assay.detection._literals import glob_literals, min_width, required_literals
 
 # Fields that hold lists: a test on them is true when any element passes (ECS semantics).
 LIST_FIELDS = frozenset({"process.args", "process.parent.args", "process.ancestry", "tags"})
@@ -167,10 +168,30 @@ def _texts(raw: Any) -> list[str]:
     return [t] if t is not None else []
 
 
+class SharedViews:
+    """The views a dispatch function computed (key → its local name), numbered in ``V`` as groups ask
+    for them: ``V`` holds only what some group reads (building a tuple costs per element)."""
+
+    def __init__(self, available: dict[tuple[FieldRef, str], str]) -> None:
+        self.available = available
+        self.used: dict[tuple[FieldRef, str], int] = {}
+
+    def index(self, key: tuple[FieldRef, str]) -> int | None:
+        if key not in self.available:
+            return None
+        return self.used.setdefault(key, len(self.used))
+
+    def tuple_source(self) -> str:
+        return "(" + "".join(f"{self.available[k]}, " for k in self.used) + ")"
+
+
 class Emitter:
     """Accumulates constants and per-field locals while rendering expressions."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: SharedViews | None = None) -> None:
+        """``shared``: views a caller already computed and passes in the tuple ``V``, so a group function
+        run after the prefilter does not read and lower-case the same fields again."""
+        self.shared = shared
         self.consts: dict[str, Any] = {
             "_text": text,
             "_fulltext": fulltext,
@@ -212,11 +233,18 @@ class Emitter:
             return name
         name = f"v{len(self.locals)}"
         self.locals[key] = name
-        # Inline expressions rather than helper calls where the common case is a plain string: this
-        # prologue runs for every event.
-        if view == "raw":
+        # Inline expressions rather than helper calls where the common case is a plain string or an
+        # absent field: this prologue runs for every event.
+        at = self.shared.index(key) if self.shared is not None else None
+        if at is not None:
+            src = f"V[{at}]"
+        elif view == "raw":
             if field.name == FULLTEXT:
-                src = "_fulltext(f)"
+                # _fulltext inlined: the message when it is text, else the command line when it is text
+                src = (
+                    "_m if (_m := f.get('message')).__class__ is str else "
+                    "(_c if (_c := f.get('process.command_line')).__class__ is str else None)"
+                )
             elif field.index is not None:
                 b = self.var(FieldRef(field.name), "raw")
                 i = field.index
@@ -225,14 +253,19 @@ class Emitter:
                 src = f"f.get({field.name!r})"
         elif view == "text":
             r = self.var(field, "raw")
-            src = f"{r} if {r}.__class__ is str else _text({r})"
+            src = f"{r} if {r}.__class__ is str or {r} is None else _text({r})"
         elif view == "lower":
             t = self.var(field, "text")
             src = f"{t}.lower() if {t} is not None else None"
         elif view == "list":
             src = f"_texts({self.var(field, 'raw')})"
         elif view == "joined":  # list elements, lower-cased, NUL-joined: one text to search literals in
-            src = f"'\\x00'.join({self.var(field, 'llist')})"
+            # Lower-casing the joined text equals joining the lower-cased elements: NUL is neither cased
+            # nor case-ignorable, so it ends the context the one context-sensitive rule (final sigma)
+            # looks at, exactly as the end of an element does.
+            src = f"{self.var(field, 'tjoined')}.lower()"
+        elif view == "tjoined":  # the same, not lower-cased
+            src = f"'\\x00'.join({self.var(field, 'list')})"
         else:  # llist
             src = f"list(map(str.lower, {self.var(field, 'list')}))"
         self.prologue.append(f"    {name} = {src}")
@@ -261,15 +294,16 @@ def _render_match(node: Match, em: Emitter) -> str:
     if isinstance(test, StrTest):
         if _is_list(field):
             lst = em.var(field, "list" if test.cased else "llist")
-            return _list_str_expr(lst, test, em)
+            return _list_str_expr(field, lst, test, em)
         v = em.var(field, "text" if test.cased else "lower")
         return f"({v} is not None and {_str_expr(v, test, em)})"
     if isinstance(test, RegexTest):
         rx = em.const("re", (test.pattern, test.flags))
+        guard = _regex_guard(field, test, em)
         if _is_list(field):
-            return f"any(map({rx}.search, {em.var(field, 'list')}))"
+            return f"({guard}any(map({rx}.search, {em.var(field, 'list')})))"
         v = em.var(field, "text")
-        return f"({v} is not None and {rx}.search({v}) is not None)"
+        return f"({v} is not None and {guard}{rx}.search({v}) is not None)"
     if isinstance(test, CidrTest):
         nets = em.const("nets", test.networks)
         if _is_list(field):
@@ -303,7 +337,7 @@ def _render_match(node: Match, em: Emitter) -> str:
     raise TypeError(f"no code for {type(test).__name__}")  # unreachable: the IR is closed
 
 
-def _list_str_expr(lst: str, test: StrTest, em: Emitter) -> str:
+def _list_str_expr(field: FieldRef, lst: str, test: StrTest, em: Emitter) -> str:
     """Any element passes: C-level ``map`` over the elements, no Python generator per event."""
     vals = test.values
     if test.kind == "any":
@@ -318,6 +352,13 @@ def _list_str_expr(lst: str, test: StrTest, em: Emitter) -> str:
         rx = em.const("re", ("|".join(re.escape(x) for x in vals), 0))
         return f"any(map({rx}.search, {lst}))"
     rx = em.const("re", ("|".join(f"(?:{x})" for x in vals), re.DOTALL))
+    lits = _glob_guard_literals(test)
+    if lits is not None:
+        # the elements are in the view the glob is written for; joined, they hold what any element holds
+        joined = em.var(field, "tjoined" if test.cased else "joined")
+        guard = _any_in(joined, lits)
+        if guard is not None:
+            return f"({guard} and any(map({rx}.fullmatch, {lst})))"
     return f"any(map({rx}.fullmatch, {lst}))"
 
 
@@ -340,19 +381,98 @@ def _str_expr(v: str, test: StrTest, em: Emitter) -> str:
         return f"{rx}.search({v}) is not None"
     # glob: wildcards in the middle; values already regex sources
     rx = em.const("re", ("|".join(f"(?:{x})" for x in vals), re.DOTALL))
-    return f"{rx}.fullmatch({v}) is not None"
+    lits = _glob_guard_literals(test)
+    guard = _any_in(v, lits) if lits is not None else None
+    return f"{guard + ' and ' if guard else ''}{rx}.fullmatch({v}) is not None"
+
+
+# A regex whose matches are at least this long gets a length test first.
+_MIN_WIDTH_GUARD = 16
+
+# A guard tests a few literals with ``in`` (tens of ns each) before a regex (hundreds): past this many
+# literals the guard costs more than it saves.
+_MAX_GUARD = 6
+
+
+def _any_in(v: str, literals: frozenset[str]) -> str | None:
+    if not literals or len(literals) > _MAX_GUARD or not all(literals):
+        return None
+    return "(" + " or ".join(f"{lit!r} in {v}" for lit in sorted(literals)) + ")"
+
+
+def _glob_guard_literals(test: StrTest) -> frozenset[str] | None:
+    parts = [glob_literals(x) for x in test.values]
+    if any(p is None for p in parts):
+        return None
+    return frozenset().union(*(p for p in parts if p is not None))
+
+
+def _regex_guard(field: FieldRef, test: RegexTest, em: Emitter) -> str:
+    """``<literal test> and `` when the regex provably needs one of a few literals, else ''.
+
+    A case-sensitive regex needs its literals as written, in the text it searches. A case-insensitive one
+    needs them lower-cased in the lower-cased text, but only when that text is ASCII (see ``_literals``),
+    so non-ASCII text always goes to the regex."""
+    is_list = _is_list(field)
+    width = min_width(test.pattern, test.flags)
+    if width >= _MIN_WIDTH_GUARD and not is_list:
+        # no match is shorter than this ('[^/]{100,}$'): a length test rules most texts out at once
+        return f"len({em.var(field, 'text')}) >= {width} and {_literal_guard(field, test, em)}"
+    return _literal_guard(field, test, em)
+
+
+def _literal_guard(field: FieldRef, test: RegexTest, em: Emitter) -> str:
+    req = required_literals(test.pattern, test.flags)
+    if req is None:
+        return ""
+    is_list = _is_list(field)
+    if not req.ignorecase:
+        guard = _any_in(em.var(field, "tjoined" if is_list else "text"), req.literals)
+        return f"{guard} and " if guard else ""
+    if not all(x.isascii() for x in req.literals):
+        return ""
+    lowered = frozenset(x.lower() for x in req.literals)
+    guard = _any_in(em.var(field, "joined" if is_list else "lower"), lowered)
+    if guard is None:
+        return ""
+    text = em.var(field, "tjoined" if is_list else "text")
+    return f"(not {text}.isascii() or {guard}) and "
+
+
+def rule_lines(rules: Sequence[tuple[int, Node]], em: Emitter, indent: str = "    ") -> list[str]:
+    """``if <condition>: out.append(<index>)`` for each rule; the fields they read go to ``em``'s prologue."""
+    body: list[str] = []
+    for index, node in rules:
+        body.append(f"{indent}if {render(node, em)}:\n{indent}    out.append({index})")
+    return body
+
+
+def _define(src: str, name: str, consts: dict[str, Any]) -> Any:
+    namespace: dict[str, Any] = dict(consts)
+    exec(compile(src, f"<assay-rules:{name}>", "exec"), namespace)  # our own generated code, never rule text
+    return namespace[name]
 
 
 def build_matcher(rules: Sequence[tuple[int, Node]], name: str = "bucket") -> Matcher:
     """One function returning the indices (as given) of the rules in ``rules`` that match event fields."""
     em = Emitter()
-    body: list[str] = []
-    for index, node in rules:
-        body.append(f"    if {render(node, em)}:\n        out.append({index})")
+    body = rule_lines(rules, em)
     src = "\n".join([f"def {name}(f):", *em.prologue, "    out = []", *body, "    return out", ""])
-    namespace: dict[str, Any] = dict(em.consts)
-    exec(compile(src, f"<assay-rules:{name}>", "exec"), namespace)  # our own generated code, never rule text
-    fn: Matcher = namespace[name]
+    fn: Matcher = _define(src, name, em.consts)
+    return fn
+
+
+GroupFn = Callable[[dict[str, Any], tuple[Any, ...], list[int]], None]
+
+
+def build_group(rules: Sequence[tuple[int, Node]], name: str, shared: SharedViews) -> GroupFn:
+    """Like :func:`build_matcher`, for a group the prefilter selected: ``fn(f, V, out)`` appends the indices
+    of the matching rules to ``out`` and takes the field views in ``shared`` from ``V`` instead of
+    computing them again."""
+    em = Emitter(shared)
+    body = rule_lines(rules, em)
+    src = "\n".join([f"def {name}(f, V, out):", *em.prologue, *body, "    return None", ""])
+    fn: GroupFn = _define(src, name, em.consts)
     return fn
 
 

@@ -17,6 +17,7 @@ Windows and memory:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -45,9 +46,12 @@ _OPS: dict[SigmaCorrelationConditionOperator, Callable[[float, float], bool]] = 
 }
 _LOWER_BOUNDED = {SigmaCorrelationConditionOperator.GT, SigmaCorrelationConditionOperator.GTE}
 MAX_EVIDENCE = 10  # events kept per alert: the first and the most recent ones
+# What on_hit returns when nothing fired: shared, so that the common case allocates nothing. Callers only
+# iterate over it.
+_NOTHING: list[Fired] = []
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     """One match of a referenced rule: when, how to read its fields, and the events behind it."""
 
@@ -56,12 +60,23 @@ class Hit:
     events: tuple[Any, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class Fired:
     key: Key
     events: tuple[Any, ...]
     timestamp: float
     group: dict[str, Any]
+
+
+class _Single:
+    """A key seen once by a lazy correlation (see ``Correlation._lazy``)."""
+
+    __slots__ = ("hit", "last", "ref")
+
+    def __init__(self, last: float, ref: str, hit: Hit) -> None:
+        self.last = last
+        self.ref = ref
+        self.hit = hit
 
 
 class _Group:
@@ -70,22 +85,34 @@ class _Group:
 
     __slots__ = ("count", "fired", "first", "last", "recent", "start", "steps", "times", "values")
 
-    def __init__(self, start: float) -> None:
+    def __init__(
+        self,
+        start: float,
+        times: deque[float] | None,
+        values: dict[Any, float] | None,
+        steps: dict[int, tuple[float, tuple[Any, ...]]] | None,
+    ) -> None:
+        # Only the container the correlation type uses is given (the others stay None): a group is made
+        # for nearly every hit of a busy building block (one per process), and most never see a second.
         self.start = start
         self.last = start
         self.count = 0
         self.fired = False
-        self.times: deque[float] = deque()
-        self.values: OrderedDict[Any, float] = OrderedDict()
-        self.steps: dict[int, tuple[float, tuple[Any, ...]]] = {}
+        self.times = times
+        self.values = values  # value → last seen; insertion order is recency (re-inserted when seen)
+        self.steps = steps
         self.first: list[Any] = []  # evidence: the first events of the window and the most recent ones
         self.recent: deque[Any] | None = None
 
-    def keep(self, events: Iterable[Any]) -> None:
+    def keep(self, events: tuple[Any, ...]) -> None:
         """Keep the first and the most recent events as evidence, in constant space."""
+        first = self.first
+        if len(first) + len(events) <= MAX_EVIDENCE // 2:
+            first.extend(events)  # the common case: a group's first event or two
+            return
         for e in events:
-            if len(self.first) < MAX_EVIDENCE // 2:
-                self.first.append(e)
+            if len(first) < MAX_EVIDENCE // 2:
+                first.append(e)
             else:
                 if self.recent is None:
                     self.recent = deque(maxlen=MAX_EVIDENCE - MAX_EVIDENCE // 2)
@@ -143,64 +170,107 @@ class Correlation:
         # How much history a lower-bounded condition needs: the threshold-th newest item decides it.
         self.keep = int(self.threshold) + 1
 
+        self._names = {ref: tuple(fields) for ref, fields in group_fields.items()}
+        # For sliding windows, the smallest item count the condition accepts (counts are integers).
+        self._min_count = (
+            math.ceil(self.threshold)
+            if self.op is SigmaCorrelationConditionOperator.GTE
+            else math.floor(self.threshold) + 1
+        )
+        # temporal_ordered: hits of a later step start nothing when no chain is open for their key
+        self._late_refs = (
+            set(self.refs) - self.first_step
+            if self.type is SigmaCorrelationType.TEMPORAL_ORDERED
+            else set[str]()
+        )
+        # Lower-bounded counts need two items or more to fire: their first sighting of a key is kept as
+        # the hit alone, and a group is made on the second. Busy building blocks (every outbound
+        # connection, per process) mostly see a key once.
+        self._lazy = (
+            self.lower_bounded
+            and self.type in (SigmaCorrelationType.EVENT_COUNT, SigmaCorrelationType.VALUE_COUNT)
+            and self._min_count >= 2
+        )
+        self._singles: OrderedDict[Key, _Single] = OrderedDict()
+        self._step = {
+            SigmaCorrelationType.EVENT_COUNT: self._count,
+            SigmaCorrelationType.VALUE_COUNT: self._values,
+            SigmaCorrelationType.TEMPORAL: self._temporal,
+            SigmaCorrelationType.TEMPORAL_ORDERED: self._ordered,
+        }[self.type]
+
     def _holds(self, n: float) -> bool:
         return _OPS[self.op](n, self.threshold)
 
-    def _group(self, key: Key, ts: float) -> _Group:
-        g = self.groups.get(key)
-        if g is None:
-            g = self.groups[key] = _Group(ts)
-            if len(self.groups) > self.max_groups:
-                self.groups.popitem(last=False)
-                self.evicted += 1
-        else:
-            self.groups.move_to_end(key)
-        return g
+    def _new_group(self, ts: float) -> _Group:
+        kind = self.type
+        if kind is SigmaCorrelationType.VALUE_COUNT:
+            return _Group(ts, None, {}, None)
+        if kind is SigmaCorrelationType.EVENT_COUNT:
+            return _Group(ts, deque() if self.lower_bounded else None, None, None)
+        return _Group(ts, None, None, {})
 
     def on_hit(self, ref: str, hit: Hit) -> list[Fired]:
-        names = self.group_fields.get(ref)
-        if names is None:
-            return []
-        get = hit.get
-        key = tuple([get(f) for f in names])
+        """Feed one match of the referenced rule ``ref``; returns what fired (usually nothing).
+
+        This runs for every match of a building block (every outbound connection, every rename), so the
+        common case, a new group or a group below its threshold, is kept to a few dict operations."""
+        names = self._names.get(ref)
+        if names is None or (not self.groups and ref in self._late_refs):
+            return _NOTHING  # not ours, or a later step of a sequence no key has started
+        key = (hit.get(names[0]),) if len(names) == 1 else tuple(map(hit.get, names))
         if None in key:
-            return []  # an event without a group-by field joins no group (as SQL GROUP BY on NULL would not)
-        out: list[Fired] = []
+            return _NOTHING  # an event without a group-by field joins no group (as SQL GROUP BY on NULL)
         ts = hit.timestamp
-        if self.lower_bounded and self.groups:
-            self._expire(ts)
-        if not self.lower_bounded:
-            g = self.groups.get(key)
+        groups = self.groups
+        out = _NOTHING
+        if self.lower_bounded:
+            if groups:
+                self._expire(groups, ts)
+            if self._singles:
+                self._expire(self._singles, ts)
+        else:
+            g = groups.get(key)
             if g is not None and ts - g.start > self.timespan:
                 fired = self._close(key, g)
                 if fired:
-                    out.append(fired)
-                del self.groups[key]
-        if (
-            self.type is SigmaCorrelationType.TEMPORAL_ORDERED
-            and ref not in self.first_step
-            and key not in self.groups
-        ):
-            return out  # a later step with no chain started: nothing to remember (keeps memory bounded)
-        g = self._group(key, ts)
-        g.last = ts
-        if self.type is SigmaCorrelationType.EVENT_COUNT:
-            fired_ = self._count(key, g, hit)
-        elif self.type is SigmaCorrelationType.VALUE_COUNT:
-            fired_ = self._values(key, g, hit, ref)
-        elif self.type is SigmaCorrelationType.TEMPORAL:
-            fired_ = self._temporal(key, g, hit, ref)
+                    out = [fired]
+                del groups[key]
+        g = groups.get(key)
+        if g is None:
+            if ref in self._late_refs:
+                return out  # a later step with no chain started: nothing to remember (keeps memory bounded)
+            if self._lazy:
+                first = self._singles.pop(key, None)
+                if first is None:
+                    # A first sighting cannot reach a threshold of two or more: remember just the hit.
+                    self._singles[key] = _Single(ts, ref, hit)
+                    self._cap()
+                    return out
+                g = groups[key] = self._new_group(first.last)
+                self._step(key, g, first.hit, first.ref)  # cannot fire: one item, threshold two or more
+            else:
+                g = groups[key] = self._new_group(ts)
+                self._cap()
         else:
-            fired_ = self._ordered(key, g, hit, ref)
+            groups.move_to_end(key)
+        g.last = ts
+        fired_ = self._step(key, g, hit, ref)
         if fired_ is not None:
-            out.append(fired_)
+            return [*out, fired_]
         return out
 
-    def _expire(self, now: float, budget: int = 4) -> None:
+    def _cap(self) -> None:
+        """Keep at most ``max_groups`` keys, evicting the least recently seen (first sightings first:
+        they hold the least)."""
+        if len(self.groups) + len(self._singles) > self.max_groups:
+            (self._singles or self.groups).popitem(last=False)
+            self.evicted += 1
+
+    def _expire(self, groups: OrderedDict[Key, Any], now: float, budget: int = 4) -> None:
         """Drop a few groups whose window has passed, oldest first (the LRU order is the order of their
         last events). Amortised over hits, this keeps the state to what the timespan can still use, so
         the cap on groups is a safety net rather than the normal way groups leave."""
-        groups = self.groups
         for _ in range(budget):
             key = next(iter(groups))
             if now - groups[key].last <= self.timespan:
@@ -212,19 +282,21 @@ class Correlation:
     def _fire(self, key: Key, g: _Group, ts: float, events: Iterable[Any]) -> Fired:
         return Fired(key, tuple(events), ts, dict(zip(self.group_names, key, strict=False)))
 
-    def _count(self, key: Key, g: _Group, hit: Hit) -> Fired | None:
+    def _count(self, key: Key, g: _Group, hit: Hit, ref: str) -> Fired | None:
+        g.keep(hit.events)
         if not self.lower_bounded:
             g.count += 1
-            g.keep(hit.events)
             return None
-        g.times.append(hit.timestamp)
-        g.keep(hit.events)
-        while g.times and hit.timestamp - g.times[0] > self.timespan:
-            g.times.popleft()
-        while len(g.times) > self.keep:
-            g.times.popleft()
-        if self._holds(len(g.times)):
-            fired = self._fire(key, g, hit.timestamp, g.evidence)
+        times = g.times
+        assert times is not None  # made for event_count groups
+        ts = hit.timestamp
+        times.append(ts)
+        while ts - times[0] > self.timespan:
+            times.popleft()  # never empties: ts itself is in the window
+        if len(times) > self.keep:
+            times.popleft()
+        if len(times) >= self._min_count:
+            fired = self._fire(key, g, ts, g.evidence)
             del self.groups[key]  # a fresh window: the next alert needs a full threshold again
             return fired
         return None
@@ -234,31 +306,38 @@ class Correlation:
         value = hit.get(fname) if fname else None
         if value is None:
             return None
-        value = value.lower() if isinstance(value, str) else value
-        g.values[value] = hit.timestamp
-        g.values.move_to_end(value)
+        values = g.values
+        assert values is not None  # made for value_count groups
+        if isinstance(value, str):
+            value = value.lower()
+        ts = hit.timestamp
+        if value in values:
+            del values[value]  # re-inserted below: the newest is last
+        values[value] = ts
         g.keep(hit.events)
         if not self.lower_bounded:
             return None
-        while g.values:
-            oldest, seen = next(iter(g.values.items()))
-            if hit.timestamp - seen <= self.timespan and len(g.values) <= self.keep:
+        while True:  # never empties: the value just seen is in the window
+            oldest = next(iter(values))
+            if ts - values[oldest] <= self.timespan and len(values) <= self.keep:
                 break
-            del g.values[oldest]
-        if self._holds(len(g.values)):
-            fired = self._fire(key, g, hit.timestamp, g.evidence)
+            del values[oldest]
+        if len(values) >= self._min_count:
+            fired = self._fire(key, g, ts, g.evidence)
             del self.groups[key]
             return fired
         return None
 
     def _temporal(self, key: Key, g: _Group, hit: Hit, ref: str) -> Fired | None:
+        steps = g.steps
+        assert steps is not None  # made for temporal groups
         idx = self.refs.index(ref)
-        g.steps[idx] = (hit.timestamp, hit.events)
-        for i, (seen, _) in list(g.steps.items()):
+        steps[idx] = (hit.timestamp, hit.events)
+        for i, (seen, _) in list(steps.items()):
             if hit.timestamp - seen > self.timespan:
-                del g.steps[i]
-        if len(g.steps) == len(self.refs):
-            events = [e for i in sorted(g.steps, key=lambda i: g.steps[i][0]) for e in g.steps[i][1]]
+                del steps[i]
+        if len(steps) == len(self.refs):
+            events = [e for i in sorted(steps, key=lambda i: steps[i][0]) for e in steps[i][1]]
             fired = self._fire(key, g, hit.timestamp, _evidence([], events))
             del self.groups[key]
             return fired
@@ -267,17 +346,19 @@ class Correlation:
     def _ordered(self, key: Key, g: _Group, hit: Hit, ref: str) -> Fired | None:
         """Step i holds (start of the latest chain that reached it, its events). A later start is kept since
         it leaves the most time for the remaining steps."""
+        steps = g.steps
+        assert steps is not None  # made for temporal groups
         fired: Fired | None = None
         for idx in sorted((i for i, r in enumerate(self.refs) if r == ref), reverse=True):
             if idx == 0:
-                g.steps[0] = (hit.timestamp, hit.events)
+                steps[0] = (hit.timestamp, hit.events)
             else:
-                prev = g.steps.get(idx - 1)
+                prev = steps.get(idx - 1)
                 if prev is None or hit.timestamp - prev[0] > self.timespan:
                     continue
-                g.steps[idx] = (prev[0], prev[1] + hit.events)
+                steps[idx] = (prev[0], prev[1] + hit.events)
             if idx == len(self.refs) - 1:
-                events = g.steps[idx][1]
+                events = steps[idx][1]
                 fired = self._fire(key, g, hit.timestamp, _evidence([], events))
                 del self.groups[key]
                 return fired
@@ -288,7 +369,7 @@ class Correlation:
         if self.type is SigmaCorrelationType.EVENT_COUNT:
             n = g.count
         elif self.type is SigmaCorrelationType.VALUE_COUNT:
-            n = len(g.values)
+            n = len(g.values or ())
         else:
             return None
         if self._holds(n) and not g.fired:
@@ -298,6 +379,9 @@ class Correlation:
 
     def flush(self, now: float) -> list[Fired]:
         out: list[Fired] = []
+        for key, single in list(self._singles.items()):
+            if now - single.last > self.timespan:
+                del self._singles[key]
         for key, g in list(self.groups.items()):
             # A sliding (lower-bounded) window lives as long as its newest event can still count.
             if now - (g.start if not self.lower_bounded else g.last) > self.timespan:
@@ -306,13 +390,18 @@ class Correlation:
                     if fired:
                         out.append(fired)
                 del self.groups[key]
-            elif self.lower_bounded and self.type is SigmaCorrelationType.EVENT_COUNT:
+            elif self.lower_bounded and g.times is not None:
                 while g.times and now - g.times[0] > self.timespan:
                     g.times.popleft()
         return out
 
     def state_size(self) -> int:
         return sum(
-            len(g.times) + len(g.values) + len(g.steps) + len(g.first) + len(g.recent or ()) + 1
+            len(g.times or ())
+            + len(g.values or ())
+            + len(g.steps or ())
+            + len(g.first)
+            + len(g.recent or ())
+            + 1
             for g in self.groups.values()
-        )
+        ) + sum(2 + len(single.hit.events) for single in self._singles.values())

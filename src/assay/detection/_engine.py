@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sigma.correlations import SigmaCorrelationRule
@@ -46,6 +47,17 @@ def builtin_allowlist_paths() -> list[Path]:
     return out
 
 
+@dataclass(slots=True)
+class _Bucket:
+    """The rules an ``event.action`` can reach, their generated matcher, and per rule (by the matcher's
+    indices) what a match does: the alert to raise (None for a correlation's silent base rule) and the
+    correlations it feeds. Precomputed so that a match costs no lookups."""
+
+    matcher: Matcher
+    rules: list[LoadedRule]
+    plan: list[tuple[RuleInfo | None, tuple[tuple[Correlation, str], ...]]]
+
+
 class Engine:
     """Sigma rules compiled to Python, with correlation and allowlists. See :meth:`load`."""
 
@@ -67,7 +79,7 @@ class Engine:
         self.rules: list[RuleInfo] = [r.info for r in self._loaded]
         self._by_id = {r.info.id: r for r in self._loaded}
         self._active = [r for r in self._loaded if r.info.supported and r.node is not None]
-        self._buckets: dict[str, tuple[Matcher, list[LoadedRule]]] = {}
+        self._buckets: dict[str, _Bucket] = {}
         # A correlation's base rule that does not alert on its own (no `generate`) maps nothing itself.
         self.mapped_techniques: frozenset[str] = frozenset(
             t for r in self._loaded if r.info.supported and r.emit for t in r.info.techniques
@@ -196,11 +208,17 @@ class Engine:
     def _bucket(self, action: str) -> tuple[Matcher, list[LoadedRule]]:
         found = self._buckets.get(action)
         if found is None:
-            # Sigma compares case-insensitively, event.action too (bounds hold lower-cased values).
-            low = action.lower()
-            rules = [r for r in self._active if r.actions is None or low in r.actions]
-            matcher = IndexedMatcher([(i, r.node) for i, r in enumerate(rules) if r.node is not None], action)
-            found = self._buckets[action] = (matcher, rules)
+            found = self._build_bucket(action)
+        return found.matcher, found.rules
+
+    def _build_bucket(self, action: str) -> _Bucket:
+        # Sigma compares case-insensitively, event.action too (bounds hold lower-cased values).
+        low = action.lower()
+        rules = [r for r in self._active if r.actions is None or low in r.actions]
+        matcher = IndexedMatcher([(i, r.node) for i, r in enumerate(rules) if r.node is not None], action)
+        plan = [(r.info if r.emit else None, tuple(self._subscribers.get(r.info.id, ()))) for r in rules]
+        # the generated function itself, not the IndexedMatcher around it: one call less per event
+        found = self._buckets[action] = _Bucket(matcher.function, rules, plan)
         return found
 
     def match(self, event: Event) -> list[LoadedRule]:
@@ -210,14 +228,31 @@ class Engine:
         return [rules[i] for i in matcher(event.fields)]
 
     def process(self, event: Event) -> list[Alert]:
-        """Alerts for one event: rule matches (suppressed ones flagged) and correlations it completes."""
+        """Alerts for one event: rule matches (suppressed ones flagged) and correlations it completes.
+
+        This runs for every event the sensor sees, and nearly all of them match nothing: that path is one
+        dict lookup for the action's bucket and one call of its generated matcher."""
+        f = event.fields
+        action = f.get("event.action", "")
+        bucket = self._buckets.get(action) if action.__class__ is str else None
+        if bucket is None:
+            bucket = self._build_bucket(action if isinstance(action, str) else str(action))
+        hits = bucket.matcher(f)
+        if not hits:
+            return []
         alerts: list[Alert] = []
-        for rule in self.match(event):
-            if rule.emit:
-                alerts.append(self._alert(rule.info, [event], correlation=False))
-            subs = self._subscribers.get(rule.info.id)
+        plan = bucket.plan
+        hit: Hit | None = None
+        for i in hits:
+            info, subs = plan[i]
+            if info is not None:
+                alerts.append(self._alert(info, (event,), correlation=False))
             if subs:
-                self._feed(rule.info.id, Hit(event.timestamp, event.fields.get, (event,)), alerts)
+                if hit is None:
+                    hit = Hit(f["@timestamp"], f.get, (event,))
+                for corr, key in subs:
+                    for fired in corr.on_hit(key, hit):
+                        self._fired(corr, fired, alerts)
         return alerts
 
     def _feed(self, ref: str, hit: Hit, alerts: list[Alert]) -> None:
@@ -227,11 +262,11 @@ class Engine:
 
     def _fired(self, corr: Correlation, fired: Fired, alerts: list[Alert]) -> None:
         info = self._by_id[corr.rule_id].info
-        alerts.append(self._alert(info, list(fired.events), correlation=True))
+        alerts.append(self._alert(info, fired.events, correlation=True))
         if info.id in self._subscribers:  # a chain: this correlation is referenced by another one
             self._feed(info.id, Hit(fired.timestamp, fired.group.get, fired.events), alerts)
 
-    def _alert(self, info: RuleInfo, events: list[Event], *, correlation: bool) -> Alert:
+    def _alert(self, info: RuleInfo, events: Sequence[Event], *, correlation: bool) -> Alert:
         suppression = (
             self.allowlist.check(info.id, info.title, info.techniques, events[-1])
             if events and self.allowlist

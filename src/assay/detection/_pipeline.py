@@ -26,7 +26,7 @@ from sigma.exceptions import SigmaTransformationError
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import PreprocessingTransformation
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaLogSource, SigmaRule
-from sigma.types import SigmaBool, SigmaNumber, SigmaString
+from sigma.types import SigmaBool, SigmaNumber, SigmaString, SigmaType
 
 from assay.events import FIELDS, Action
 
@@ -60,6 +60,10 @@ SYSCALL_ACTIONS: tuple[str, ...] = (
     "mount",
     "umount",
     "bpf_load",
+    "personality",
+    "syslog",
+    "sysinfo",
+    "mknod",
 )
 FILE_ACTIONS: tuple[str, ...] = (
     "file_write",
@@ -80,10 +84,11 @@ _PROCESS_COMMON = {
     "CurrentDirectory": "process.working_directory",
     "ProcessId": "process.pid",
     "ParentProcessId": "process.parent.pid",
+    # Sysmon for Linux reports the login uid (/proc/PID/loginuid, audit's auid) as LogonId
+    "LogonId": "user.audit.id",
 }
 
 _WHY_NOT = {
-    "LogonId": "Assay events carry no login session id (auid)",
     "DestinationHostname": "Assay sees connections by address; it resolves no host names",
     "SourceHostname": "Assay sees connections by address; it resolves no host names",
     "OriginalFileName": "PE metadata does not exist for Linux executables",
@@ -184,6 +189,16 @@ _AUDIT_SYSCALLS: dict[str, str] = {
     "memfd_create": "memfd_create",
     "mount": "mount",
     "umount2": "umount",
+    "personality": "personality",
+    "syslog": "syslog",
+    "sysinfo": "sysinfo",
+    "mknod": "mknod",
+    "mknodat": "mknod",
+}
+# Arguments of a SYSCALL record (aN, which auditd prints in hex) that events carry as named fields.
+_SYSCALL_ARGS: dict[str, dict[int, str]] = {
+    "personality": {0: "personality.persona"},
+    "syslog": {0: "syslog.action"},
 }
 _AUDIT_COMMON = {
     "exe": "process.executable",
@@ -195,11 +210,11 @@ _AUDIT_COMMON = {
     "gid": "group.id",
     "cwd": "process.working_directory",
     "proctitle": "process.command_line",
+    "auid": "user.audit.id",
 }
 _AUDIT_WHY_NOT = {
     "key": "audit rule keys name the local audit configuration, not behaviour; Assay events have none",
     "nametype": "Assay file events do not say whether the file was created, deleted or only opened",
-    "auid": "Assay events carry no login uid (auid)",
     "ses": "Assay events carry no audit session id",
     "unit": "Assay events carry no systemd service state changes",
     "success": "Assay events do not carry the auditd success flag",
@@ -224,6 +239,28 @@ def _plain_values(item: SigmaDetectionItem, what: str) -> list[str]:
     if item.modifiers:
         raise Unmappable(f"auditd '{what}' with modifiers cannot be mapped onto event actions")
     return out
+
+
+def _syscall_arg(syscalls: list[str], n: int) -> str | None:
+    """The event field that holds argument ``n`` of every one of ``syscalls`` (the same one), else None."""
+    fields = {_SYSCALL_ARGS.get(sc, {}).get(n) for sc in syscalls}
+    if len(fields) != 1:
+        return None
+    return fields.pop()
+
+
+def _syscall_arg_item(item: SigmaDetectionItem, field: str) -> SigmaDetectionItem:
+    """``aN: 40000`` of a SYSCALL record → ``field`` equal to 0x40000: auditd prints arguments in hex, so
+    the digits are read as hex whether YAML saw a number or a string."""
+    if item.modifiers:
+        raise Unmappable(f"auditd field '{item.field}' with modifiers: only plain hex values are mapped")
+    numbers: list[SigmaType] = []
+    for text in _plain_values(item, item.field or "aN"):
+        try:
+            numbers.append(SigmaNumber(int(text, 16)))
+        except ValueError as exc:
+            raise Unmappable(f"auditd field '{item.field}' must be hex digits, as auditd prints it") from exc
+    return SigmaDetectionItem(field, [], numbers)
 
 
 def _dotted_ok(name: str) -> bool:
@@ -324,11 +361,19 @@ class AssayMapping(PreprocessingTransformation):
     def _audit_detection(self, detection: SigmaDetection, record: str | None) -> None:
         items = detection.detection_items
         and_linked = detection.item_linking is ConditionAND
+        syscalls: list[str] = []  # the syscalls this (AND-linked) selection is about
         if and_linked:
             for item in items:
-                if isinstance(item, SigmaDetectionItem) and (item.field or "").lower() == "type":
+                if not isinstance(item, SigmaDetectionItem):
+                    continue
+                low = (item.field or "").lower()
+                if low == "type":
                     types = {_AUDIT_TYPES.get(t.lower(), t.upper()) for t in _plain_values(item, "type")}
                     record = types.pop() if len(types) == 1 else "mixed"
+                elif low == "syscall":
+                    syscalls = [n.lower() for n in _plain_values(item, item.field or "syscall")]
+            if syscalls and record is None:
+                record = "SYSCALL"  # only SYSCALL records name a syscall
         needs_exec = False
         for i, item in enumerate(items):
             if isinstance(item, SigmaDetection):
@@ -343,10 +388,15 @@ class AssayMapping(PreprocessingTransformation):
             elif low == "syscall":
                 items[i] = _item("event.action", self._audit_syscalls(_plain_values(item, name)))
             elif len(low) >= 2 and low[0] == "a" and low[1:].isdigit():
+                arg_field = _syscall_arg(syscalls, int(low[1:])) if record == "SYSCALL" else None
+                if arg_field is not None:
+                    items[i] = _syscall_arg_item(item, arg_field)
+                    continue
                 if record not in (None, "EXECVE"):
                     raise Unmappable(
                         f"auditd field '{name}' of a {record} record is a raw syscall argument; "
-                        "Assay events do not carry raw syscall arguments"
+                        "Assay events carry only the arguments named in the taxonomy "
+                        f"({', '.join(f'{k} a{n}' for k, v in _SYSCALL_ARGS.items() for n in v)})"
                     )
                 item.field = f"process.args[{int(low[1:])}]"
                 needs_exec = record is None

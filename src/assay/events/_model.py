@@ -7,7 +7,8 @@ on disk and on the wire (see ``_codec``).
 
 from __future__ import annotations
 
-import uuid
+import os
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,20 @@ class Event:
         return Event(dict(self.fields))
 
 
+# Alert ids only need to be unique, not secret: a generator seeded once from the OS (and again in a forked
+# child) gives random version-4 UUIDs without a getrandom() call per alert, which costs microseconds in a VM
+# and was a visible share of the detection engine's time per alert.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)
+
+
+def new_alert_id() -> str:
+    """A random RFC 4122 version-4 UUID, as 32 hex digits."""
+    return "%032x" % (_ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
+
+
 @dataclass(frozen=True, slots=True)
 class Suppression:
     """An allowlist entry that silenced a rule match (kept, so validation can say `missed_suppressed`)."""
@@ -151,7 +166,7 @@ class Alert:
     correlation: bool = False
     suppressed_by: Suppression | None = None
     rule_file: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: new_alert_id())
 
     @property
     def suppressed(self) -> bool:

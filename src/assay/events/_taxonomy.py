@@ -34,6 +34,10 @@ class Action(StrEnum):
     MOUNT = "mount"
     UMOUNT = "umount"
     BPF_LOAD = "bpf_load"
+    PERSONALITY = "personality"  # personality(2): execution domain, e.g. ADDR_NO_RANDOMIZE turns off ASLR
+    SYSLOG = "syslog"  # syslog(2): the kernel log buffer (read, clear, console level)
+    SYSINFO = "sysinfo"  # sysinfo(2): uptime, memory and load, as discovery tools read them
+    MKNOD = "mknod"  # mknod(2)/mknodat(2): a FIFO, socket or device node created
     LOGIN_SUCCESS = "login_success"
     LOGIN_FAILURE = "login_failure"
     SUDO = "sudo"
@@ -94,7 +98,7 @@ FIELDS: dict[str, str] = {
     "namespace.pid": "int",
     "file.path": "str, as the caller gave it, resolved against the cwd when relative",
     "file.target_path": "str, the new name of a rename",
-    "file.mode": "int, mode of chmod/open-create",
+    "file.mode": "int, permission bits of chmod/open-create/mknod",
     "file.flags": "int, open flags",
     "destination.ip": "str",
     "destination.port": "int",
@@ -131,7 +135,10 @@ FIELDS: dict[str, str] = {
     "user.audit.id": "int, login uid (auid)",
     "user.target.name": "str",
     "file.sensitive_match": "'file' | 'directory': how a sensitive read matched the path list",
-    "file.type": "str, 'dir' for rmdir",
+    "file.type": "str, 'dir' for rmdir; for mknod 'fifo' | 'char' | 'block' | 'socket' | 'file'",
+    "file.device": "int, device number (dev_t) of a character or block device node made by mknod",
+    "personality.persona": "int, the persona personality(2) asked for (0xffffffff only queries)",
+    "syslog.action": "int, the SYSLOG_ACTION_* of syslog(2) (4 read and clear, 5 clear, 6 console off)",
     "file.uid": "int, chown target uid",
     "file.gid": "int, chown target gid",
     "bpf.prog_name": "str",

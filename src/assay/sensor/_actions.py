@@ -19,6 +19,8 @@ from assay.sensor._syscalls import NO_ARG, NOT_PATH, Syscall
 _AT_REMOVEDIR = 0x200
 _O_WRONLY, _O_RDWR, _O_CREAT, _O_TRUNC = 0o1, 0o2, 0o100, 0o1000
 WRITE_INTENT = _O_WRONLY | _O_RDWR | _O_CREAT | _O_TRUNC
+_S_IFMT = 0o170000
+_NODE_TYPES = {0o010000: "fifo", 0o020000: "char", 0o060000: "block", 0o140000: "socket", 0o100000: "file"}
 OPEN_FAMILY = frozenset({"open", "openat", "openat2"})
 # Plain strings, not Action members: reading an Enum class attribute costs ~170 ns on CPython 3.11
 # (EnumType.__getattr__), several times per syscall event; StrEnum members compare equal to their values.
@@ -36,11 +38,14 @@ _FILE_WRITE = Action.FILE_WRITE.value
 _KILL = Action.KILL.value
 _MEMFD_CREATE = Action.MEMFD_CREATE.value
 _MODULE_LOAD = Action.MODULE_LOAD.value
+_MKNOD = Action.MKNOD.value
 _MOUNT = Action.MOUNT.value
+_PERSONALITY = Action.PERSONALITY.value
 _PRCTL = Action.PRCTL.value
 _PTRACE = Action.PTRACE.value
 _SETGID = Action.SETGID.value
 _SETUID = Action.SETUID.value
+_SYSLOG = Action.SYSLOG.value
 _UMOUNT = Action.UMOUNT.value
 # (module constants, not R.X: an attribute lookup each time, several per syscall event)
 _F_SENSITIVE = R.F_SENSITIVE
@@ -169,6 +174,20 @@ def syscall_fields(
             name = blob[48:64].split(b"\0", 1)[0]
             if name:
                 f["bpf.prog_name"] = text(name)
+    elif action == _PERSONALITY:
+        f["personality.persona"] = args[0] & 0xFFFFFFFF  # unsigned int
+    elif action == _SYSLOG:
+        f["syslog.action"] = s32(args[0])
+    elif action == _MKNOD:
+        if path is not None:
+            f["file.path"] = path
+        if sc.mode_arg is not None:
+            mode = args[sc.mode_arg]
+            kind = _NODE_TYPES.get(mode & _S_IFMT, "file")  # mknod treats a type of 0 as a regular file
+            f["file.type"] = kind
+            f["file.mode"] = mode & 0o7777
+            if kind in ("char", "block"):
+                f["file.device"] = args[sc.mode_arg + 1]  # dev follows mode in mknod and mknodat
     elif action == _MODULE_LOAD:
         if strs[_S_FDPATH] is not None:
             f["file.path"] = strs[_S_FDPATH]

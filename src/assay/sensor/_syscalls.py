@@ -134,6 +134,13 @@ _X86_64: tuple[Syscall, ...] = (
     Syscall("bpf", 321, A.BPF_LOAD, blob=1, blob_len=2, match=(0, BPF_PROG_LOAD)),
     Syscall("init_module", 175, A.MODULE_LOAD, strs=((2, NOT_PATH),)),
     Syscall("finit_module", 313, A.MODULE_LOAD, fd_path=0, strs=((1, NOT_PATH),)),
+    # execution domain (ADDR_NO_RANDOMIZE disables ASLR), the kernel log buffer, system discovery
+    Syscall("personality", 135, A.PERSONALITY),
+    Syscall("syslog", 103, A.SYSLOG),
+    Syscall("sysinfo", 99, A.SYSINFO),
+    # special files (FIFOs, sockets, device nodes); glibc's mknod() and mkfifo() call mknodat
+    Syscall("mknod", 133, A.MKNOD, strs=((0, CWD),), mode_arg=1),
+    Syscall("mknodat", 259, A.MKNOD, strs=((1, 0),), mode_arg=2),
 )
 del A, CWD
 
