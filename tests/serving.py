@@ -28,6 +28,11 @@ def no_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
+def system_python() -> str:
+    """The system python3, which has none of the server's dependencies (the agent must not need them)."""
+    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
 @dataclass
 class Server:
     url: str
@@ -39,20 +44,28 @@ class Server:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    def call(self, method: str, path: str, body: Any = None, key: str | None = API_KEY) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = API_KEY,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        """One request; the JSON body decoded (the raw bytes when it is not JSON), and the status."""
+        sent = {"Content-Type": "application/json", **(headers or {})}
         if key:
-            headers["KEY"] = key
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
+            sent["KEY"] = key
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(self.url + path, data, sent, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
             with exc:
-                raw = exc.read()
-                return exc.code, json.loads(raw) if raw else None
+                return exc.code, _decode(exc.read())
 
     def ok(self, method: str, path: str, body: Any = None) -> Any:
         status, data = self.call(method, path, body)
@@ -74,10 +87,18 @@ class Server:
         )
 
 
-def start_server(data_dir: Path, *extra: str, port: int = 0) -> Server:
+def _decode(payload: bytes) -> Any:
+    try:
+        return json.loads(payload) if payload else None
+    except ValueError:
+        return payload
+
+
+def launch_server(data_dir: Path, *args: str, port: int = 0) -> Server:
+    """`assay serve` with exactly these arguments, once it says where it listens."""
     cmd = [
         sys.executable, "-c", "from assay.cli import main; main()", "serve", "--port", str(port),
-        "--data-dir", str(data_dir), "--api-key", API_KEY, "--enrol-token", ENROL, *extra,
+        "--data-dir", str(data_dir), *args,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=no_proxy())
     lines: list[str] = []
@@ -90,9 +111,13 @@ def start_server(data_dir: Path, *extra: str, port: int = 0) -> Server:
         lines.append(line.rstrip())
         if "listening on " in line:
             return Server(line.split("listening on ", 1)[1].strip(), data_dir, proc, lines)
-    proc.kill()
-    proc.wait()
+    stop(proc)
     raise AssertionError("server did not start:\n" + "\n".join(lines))
+
+
+def start_server(data_dir: Path, *extra: str, port: int = 0) -> Server:
+    """`assay serve` with the tests' API key and enrolment token."""
+    return launch_server(data_dir, "--api-key", API_KEY, "--enrol-token", ENROL, *extra, port=port)
 
 
 def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
@@ -100,7 +125,7 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -120,9 +145,18 @@ def serving(data_dir: Path, *extra: str) -> Iterator[Server]:
 
 def start_agent(server: Server, group: str) -> tuple[subprocess.Popen[str], str]:
     """A real agent process under the system python3 (none of the server's dependencies); returns its paw."""
-    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     env = {**no_proxy(), "PYTHONPATH": str(SRC)}
-    cmd = [python, "-m", "assay.agent", "--server", server.url, "--enrol-token", ENROL, "--group", group]
+    cmd = [
+        system_python(),
+        "-m",
+        "assay.agent",
+        "--server",
+        server.url,
+        "--enrol-token",
+        ENROL,
+        "--group",
+        group,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

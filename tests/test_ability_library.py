@@ -20,7 +20,7 @@ import pytest
 from assay import attack
 from assay.agent import Runner
 from assay.content import Ability, Privilege, Safety, load_builtin
-from assay.emulation import Agent, agent_globals, fill
+from assay.emulation import Agent, agent_globals, fill, prerequisite_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = load_builtin().library
@@ -90,7 +90,10 @@ def _run(ability: Ability, tmp: Path) -> str | None:
     paw = "lib" + ability.id[:8]
     outcome = runner.run(executor.name, _script(ability, executor.command, paw, tmp), executor.timeout)
     problems = []
-    if outcome.status != 0:
+    unmet = prerequisite_failure(outcome.exit_code, outcome.stderr)
+    if unmet:
+        print(f"\n{ability.technique_id} {ability.name}: not run on this host, {unmet}")
+    elif outcome.status != 0:
         problems.append(f"exit {outcome.exit_code}: {outcome.stderr[-600:]} {outcome.stdout[-300:]}")
     for command in executor.cleanup:
         done = runner.run(executor.name, _script(ability, command, paw, tmp), executor.timeout)

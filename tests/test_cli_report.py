@@ -55,3 +55,15 @@ def test_previous_report_is_compared_and_a_broken_one_is_reported(tmp_path: Path
     )
     print_delta(compare(before, after), console)
     assert "missed_no_telemetry -> detected (now_detected)" in console.export_text()
+
+
+def test_techniques_only_one_round_ran_are_counted_not_listed() -> None:
+    console = Console(width=200, record=True)
+    before = _report().to_dict()
+    first, rest = before["techniques"][0], before["techniques"][1:]
+    after = dict(before, techniques=[*rest, *(dict(first, technique_id=f"T9{i:03d}") for i in range(8))])
+    print_delta(compare(before, after), console)
+    text = console.export_text()
+    assert "8 technique(s) not in the previous round (new): T9000, T9001" in text
+    assert "T9007" not in text  # the rest stays in the report, not on the screen
+    assert f"1 technique(s) not in this round (dropped): {first['technique_id']};" in text

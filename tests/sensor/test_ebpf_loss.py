@@ -43,3 +43,38 @@ def test_forced_loss_is_reported_exactly() -> None:
         assert isinstance(e["loss.cpu"], int)
     # what the kernel submitted is exactly what Python read: nothing is lost after the ring buffer
     assert stats["records"] == stats["kernel_records"] > 0
+
+
+def test_a_full_syscall_entry_table_is_reported_as_loss(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Threads blocked inside a hooked syscall hold their `pending` entries; past the table's size, the
+    syscalls that could not be stashed are counted as dropped, never lost silently (an LRU evicted them)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writers = 12
+    src = EbpfSource(os.uname().nodename, pending_entries=4, sensitive_paths=(), snapshot=False)
+    src.start()
+    try:
+        # each thread blocks in openat(O_WRONLY) on the FIFO until a reader opens it
+        script = (
+            "import os, sys, threading, time\n"
+            "def w():\n"
+            "    os.close(os.open(sys.argv[1], os.O_WRONLY))\n"
+            f"ts = [threading.Thread(target=w) for _ in range({writers})]\n"
+            "[t.start() for t in ts]\n"
+            "time.sleep(0.5)\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "[t.join() for t in ts]\n"
+            "os.close(fd)\n"
+        )
+        subprocess.run([sys.executable, "-c", script, str(fifo)], check=True, timeout=30)
+        events = src.poll(0)
+    finally:
+        src.stop()
+    events += src.poll(0)
+    writes = [e for e in events if e.action == "file_write" and e.get("file.path") == str(fifo)]
+    loss = [e for e in events if e.action == "loss"]
+    unstashed = sum(int(e.get("loss.pending_full", 0)) for e in loss)
+    assert len(writes) < writers, "a 4-entry table held 12 blocked syscalls: the test did not fill it"
+    assert unstashed >= writers - len(writes), (len(writes), loss)
+    assert sum(e["loss.count"] for e in loss) == src.stats()["dropped"]
+    assert all("syscall" in e["loss.record_types"] for e in loss if e.get("loss.pending_full"))

@@ -18,12 +18,12 @@ def source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[EbpfSource,
     reads: list[int] = []
     dropped = {"n": 0}
 
-    def read_drops() -> list[tuple[int, int, int, list[int]]]:
+    def read_drops() -> list[tuple[int, int, int, list[int], int]]:
         reads.append(dropped["n"])
-        return [(0, dropped["n"], 10**9, [0, 0, 0, dropped["n"], 0])]
+        return [(0, dropped["n"], 10**9, [0, 0, 0, dropped["n"], 0], dropped.get("pending", 0))]
 
     monkeypatch.setattr(src, "_read_drops", read_drops)
-    src._ncpu, src._cpu_dropped, src._by_type_dropped = 1, [0], [[0] * 5]
+    src._ncpu, src._cpu_dropped, src._by_type_dropped, src._pending_full = 1, [0], [[0] * 5], [0]
     return src, reads, dropped
 
 

@@ -100,8 +100,18 @@ def print_delta(delta: RoundDelta, console: Console) -> None:
     console.print(head, Text(f" ({rates})" if rates else " (summary unchanged)"))
     if not delta.changes:
         console.print("  no technique changed outcome")
-    for c in delta.changes:
+    # Techniques only one of the rounds ran are counted, not listed one by one: after a change of adversary
+    # they are most of the list and would bury the regressions.
+    listed = [c for c in delta.changes if c.kind not in ("new", "dropped")]
+    for c in listed:
         style = {"no_longer_detected": "bold red", "now_detected": "green"}.get(c.kind, "")
         console.print(
             Text(f"  {c.technique_id}: {c.before or '-'} -> {c.after or '-'} ({c.kind})", style=style)
         )
+    for kind, where in (("new", "not in the previous round"), ("dropped", "not in this round")):
+        ids = [c.technique_id for c in delta.changes if c.kind == kind]
+        if ids:
+            shown = ", ".join(ids[:6]) + (", ..." if len(ids) > 6 else "")
+            console.print(
+                f"  {len(ids)} technique(s) {where} ({kind}): {shown}; all in the report's 'change'"
+            )

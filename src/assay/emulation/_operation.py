@@ -267,7 +267,9 @@ class Operation:
         ability = self.abilities.get(link.ability_id)
         facts: list[Fact] = []
         relationships: list[Relationship] = []
-        if ability is not None and ability.dependencies and not link.cleanup:
+        # ART dependencies end this way (with_prerequisites), and so may any ability that finds the host
+        # lacks what the technique needs (a device): not run is not the same as failed.
+        if ability is not None and not link.cleanup:
             reason = prerequisite_failure(result.exit_code, result.stderr)
             if reason:
                 link.status = LinkStatus.DISCARD

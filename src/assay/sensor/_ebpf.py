@@ -30,6 +30,9 @@ from assay.sensor._syscalls import by_number, syscall_table
 from assay.sensor._tree import ProcessTree
 
 DEFAULT_RING_BYTES = 8 << 20
+# Threads that can be inside a hooked syscall at once (the `pending` table); past it, a syscall is a
+# counted drop.
+DEFAULT_PENDING_ENTRIES = 16384
 PROGRAM_PREFIX = "assay_"
 
 
@@ -62,6 +65,7 @@ class EbpfSource(Source):
         *,
         bpf_object: Path | None = None,
         ring_bytes: int = DEFAULT_RING_BYTES,
+        pending_entries: int = DEFAULT_PENDING_ENTRIES,
         lazy: bool = True,
         wakeup_bytes: int | None = None,
         sensitive_paths: Iterable[str] = DEFAULT_SENSITIVE_PATHS,
@@ -73,6 +77,9 @@ class EbpfSource(Source):
         if ring_bytes < 4096 or ring_bytes & (ring_bytes - 1):
             raise SensorError(f"ring buffer size {ring_bytes} must be a power of two >= 4096")
         self.ring_bytes = ring_bytes
+        if pending_entries < 1:
+            raise SensorError(f"pending_entries {pending_entries} must be at least 1")
+        self.pending_entries = pending_entries
         self.lazy = lazy
         self.wakeup_bytes = wakeup_bytes if wakeup_bytes is not None else min(1 << 20, ring_bytes // 4)
         self.sensitive = compile_paths(sensitive_paths)
@@ -87,6 +94,7 @@ class EbpfSource(Source):
         self._ncpu = 0
         self._cpu_dropped: list[int] = []
         self._by_type_dropped: list[list[int]] = []
+        self._pending_full: list[int] = []
         self._last_loss_check = 0.0
         self._next_loss_read = 0.0  # monotonic time by which the drop counters are read again
         self._next_sync = 0.0  # monotonic time of the next clock-offset refresh
@@ -107,6 +115,7 @@ class EbpfSource(Source):
             obj = _libbpf.BpfObject(self.object_path)
             try:
                 obj.set_max_entries("rb", self.ring_bytes)
+                obj.set_max_entries("pending", self.pending_entries)
                 obj.set_rodata(
                     {
                         "cfg_self_pid": os.getpid(),
@@ -133,6 +142,7 @@ class EbpfSource(Source):
         self._stats_fd = obj.map_fd("stats")
         self._cpu_dropped = [0] * self._ncpu
         self._by_type_dropped = [[0] * 5 for _ in range(self._ncpu)]
+        self._pending_full = [0] * self._ncpu
         self._ring = RingBuffer(obj.map_fd("rb"), self.ring_bytes)
         self.attach_seconds = time.monotonic() - t0
         self.program_ids = obj.program_ids()
@@ -212,8 +222,9 @@ class EbpfSource(Source):
             self._last_loss_check = started
         return out
 
-    def _read_drops(self) -> list[tuple[int, int, int, list[int]]]:
-        """Per CPU: (cpu, dropped so far, last drop boot-ns, dropped per record type) from the stats map."""
+    def _read_drops(self) -> list[tuple[int, int, int, list[int], int]]:
+        """Per CPU: (cpu, dropped so far, last drop boot-ns, dropped per record type, of which syscalls the
+        full ``pending`` table could not stash at entry) from the stats map."""
         size = (R.STATS.size + 7) & ~7
         raw = _libbpf.map_lookup(self._stats_fd, b"\0\0\0\0", size * self._ncpu)
         if raw is None:
@@ -223,14 +234,14 @@ class EbpfSource(Source):
         for cpu in range(self._ncpu):
             v = R.STATS.unpack_from(raw, cpu * size)
             submitted += v[0]
-            out.append((cpu, v[1], v[2], list(v[3:8])))
+            out.append((cpu, v[1], v[2], list(v[3:8]), v[8]))
         self._kernel_records = submitted
         return out
 
     def _loss_events(self, now: float) -> list[Event]:
         out: list[Event] = []
         start = self._last_loss_check
-        for cpu, dropped, last_ts, by_type in self._read_drops():
+        for cpu, dropped, last_ts, by_type, pending_full in self._read_drops():
             delta = dropped - self._cpu_dropped[cpu]
             if delta > 0:
                 kinds = [
@@ -239,9 +250,18 @@ class EbpfSource(Source):
                     if t < len(by_type) and by_type[t] > self._by_type_dropped[cpu][t]
                 ]
                 end = last_ts / 1e9 + self.decoder.clock_offset if last_ts else now
-                out.append(self._loss(delta, start, end, **{"loss.cpu": cpu, "loss.record_types": kinds}))
+                extra: dict[str, Any] = {"loss.cpu": cpu, "loss.record_types": kinds}
+                unstashed = pending_full - self._pending_full[cpu]
+                if unstashed > 0:
+                    extra["loss.pending_full"] = unstashed
+                    extra["loss.reason"] = (
+                        f"{unstashed} syscalls found the in-kernel syscall-entry table full"
+                        + ("" if unstashed == delta else "; the rest did not fit in the ring buffer")
+                    )
+                out.append(self._loss(delta, start, end, **extra))
                 self._cpu_dropped[cpu] = dropped
                 self._by_type_dropped[cpu] = by_type
+                self._pending_full[cpu] = pending_full
         self._last_loss_check = now
         return out
 

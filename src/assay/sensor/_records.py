@@ -44,8 +44,8 @@ F_SOCK = 1 << 6
 # Slots of a syscall record's strings.
 S_ARG0, S_ARG1, S_ARG2, S_BASE0, S_BASE1, S_FDPATH = range(6)
 
-# struct stats (per CPU): events, dropped, last_drop_ts, dropped_by_type[5]
-STATS = struct.Struct("<QQQ5Q")
+# struct stats (per CPU): events, dropped, last_drop_ts, dropped_by_type[5], pending_full
+STATS = struct.Struct("<QQQ5QQ")
 INODE_KEY = struct.Struct("<QII")  # ino, dev, pad
 
 # Caps of records.h (a test reads them back from the header).

@@ -43,6 +43,9 @@ DEFAULT_SENSITIVE_PATHS: tuple[str, ...] = (
     "*/.pgpass",
     "*/.gnupg/",
     "*/.password-store/",
+    # another process's environment and memory (/proc/<pid>/environ, /proc/<pid>/mem; also /dev/mem)
+    "*/environ",
+    "*/mem",
 )
 
 NAME_CAP = 32

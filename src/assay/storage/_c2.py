@@ -53,15 +53,7 @@ class C2Records:
         self.db = db
 
     def _commit(self, rows: Iterable[Any], *, merge: bool) -> None:
-        try:
-            with self.db.session() as session, session.begin():
-                for row in rows:
-                    if merge:
-                        session.merge(row)
-                    else:
-                        session.add(row)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"C2 write failed: {exc.__class__.__name__}: {exc}") from exc
+        self.db.write(rows, merge=merge, what="C2 write")
 
     # -- agent settings ------------------------------------------------------------------------------------
     def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:

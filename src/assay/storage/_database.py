@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,18 @@ class Database:
 
     def session(self) -> Session:
         return self.sessions()
+
+    def write(self, rows: Iterable[Any], *, merge: bool, what: str = "write") -> None:
+        """Store rows in one transaction: all of them or, on a database error, none (a StorageError)."""
+        try:
+            with self.session() as session, session.begin():
+                for row in rows:
+                    if merge:
+                        session.merge(row)
+                    else:
+                        session.add(row)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -181,15 +181,7 @@ class Store(EmulationRepository):
         self.db.dispose()
 
     def _write(self, rows: Sequence[Any], *, merge: bool = True) -> None:
-        try:
-            with self.db.session() as session, session.begin():
-                for row in rows:
-                    if merge:
-                        session.merge(row)
-                    else:
-                        session.add(row)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"write failed: {exc.__class__.__name__}: {exc}") from exc
+        self.db.write(rows, merge=merge)
 
     # -- credentials ---------------------------------------------------------------------------------------
     def set_credential(self, name: str, digest: str) -> None:

@@ -61,24 +61,71 @@ struct strbuf {
 	char b[STR_CAP];
 };
 
-/* Write the path of (vmnt, dentry) into dst; returns its length (no NUL), | PATH_TRUNC_BIT when cut. */
+/* Superblock magics of the pseudo filesystems whose names are not simple_dname()'s "/name (deleted)". */
+#define PIPEFS_MAGIC 0x50495045
+#define SOCKFS_MAGIC 0x534F434B
+#define ANON_INODE_FS_MAGIC 0x09041934
+#define DNAME_CAP 512 /* a d_name is at most 255 bytes; room for the decorations */
+
+/* d_path() of a dentry that belongs to no directory tree (alloc_file_pseudo(): memfd, shmem and SysV shm
+ * segments, pipes, sockets, anon inodes). The kernel asks the dentry's d_dname() for these instead of
+ * walking; the names below are those of simple_dname(), pipefs_dname(), sockfs_dname() and
+ * anon_inodefs_dname(), so the sensor reports what /proc/PID/exe and /proc/PID/fd/N show. */
+static __always_inline int dname_into(struct strbuf *dst, struct dentry *d)
+{
+	u64 magic = BPF_CORE_READ(d, d_sb, s_magic);
+	u64 ino = BPF_CORE_READ(d, d_inode, i_ino);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n;
+
+	if (magic == PIPEFS_MAGIC)
+		n = BPF_SNPRINTF(dst->b, DNAME_CAP, "pipe:[%lu]", ino);
+	else if (magic == SOCKFS_MAGIC)
+		n = BPF_SNPRINTF(dst->b, DNAME_CAP, "socket:[%lu]", ino);
+	else if (magic == ANON_INODE_FS_MAGIC)
+		n = BPF_SNPRINTF(dst->b, DNAME_CAP, "anon_inode:%s", name);
+	else
+		n = BPF_SNPRINTF(dst->b, DNAME_CAP, "/%s (deleted)", name);
+	if (n <= 1)
+		return 0;
+	return n > DNAME_CAP ? (DNAME_CAP - 1) | PATH_TRUNC_BIT : n - 1;
+}
+
+#define DELETED " (deleted)"
+#define DELETED_LEN 10
+
+/* Write the path of (vmnt, dentry) into dst; returns its length (no NUL), | PATH_TRUNC_BIT when cut.
+ * d_path() semantics: a file with no place in a tree gets its d_dname() name, and an unlinked file (a
+ * hashed-out dentry that is not a root) ends with " (deleted)". */
 __noinline int path_into(struct strbuf *dst, u64 vmnt, u64 dentry)
 {
-	u32 zero = 0, len;
+	u32 zero = 0, len, end = STR_CAP;
 	struct walk_ctx c = {};
+	struct dentry *d = (struct dentry *)dentry;
+	struct dentry *mnt_root;
 
 	if (!dst || !vmnt || !dentry)
 		return 0;
+	mnt_root = BPF_CORE_READ((struct vfsmount *)vmnt, mnt_root);
+	if (BPF_CORE_READ(d, d_parent) == d) {
+		if (d != mnt_root && BPF_CORE_READ(d, d_op, d_dname))
+			return dname_into(dst, d);
+	}
 	c.pb = bpf_map_lookup_elem(&pathbufs, &zero);
 	if (!c.pb)
 		return 0;
-	c.d = (struct dentry *)dentry;
+	if (BPF_CORE_READ(d, d_parent) != d && !BPF_CORE_READ(d, d_hash.pprev)) {
+		/* d_unlinked(): the walk below still finds the name it had */
+		end = STR_CAP - DELETED_LEN;
+		__builtin_memcpy(&c.pb->b[STR_CAP - DELETED_LEN], DELETED, DELETED_LEN);
+	}
+	c.d = d;
 	c.mnt = (struct mount *)(vmnt - bpf_core_field_offset(struct mount, mnt));
-	c.pos = STR_CAP;
+	c.pos = end;
 	bpf_loop(WALK_DEPTH, walk_step, &c, 0);
-	if (c.pos >= STR_CAP) { /* the root itself */
-		c.pos = STR_CAP - 1;
-		c.pb->b[STR_CAP - 1] = '/';
+	if (c.pos >= end) { /* the root itself */
+		c.pos = end - 1;
+		c.pb->b[(end - 1) & (STR_CAP - 1)] = '/';
 	}
 	len = STR_CAP - c.pos;
 	if (len == 0 || len > STR_CAP - 1)

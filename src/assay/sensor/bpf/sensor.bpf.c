@@ -51,6 +51,7 @@ struct stats {
 	u64 dropped;             /* records the ring buffer had no room for */
 	u64 last_drop_ts;        /* boot ns of the latest drop */
 	u64 dropped_by_type[EV_TYPES];
+	u64 pending_full;        /* syscalls not stashed at entry because `pending` was full (also in dropped) */
 };
 
 struct {
@@ -102,8 +103,12 @@ struct pending {
 #define MARK_WRITE 1
 #define MARK_READ_CHECK 2
 
+/* One entry per thread inside a hooked syscall. A plain hash, not an LRU: an LRU would evict the entry of a
+ * thread still blocked in its syscall (accept, a FIFO open) under load, and that record would vanish without
+ * a trace. Here a full table refuses the insert, which is counted as a dropped syscall record; the entry of a
+ * thread that never comes back from its syscall is removed when the thread exits. Userspace may resize it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, u32); /* thread id */
 	__type(value, struct pending);
@@ -176,6 +181,19 @@ static __always_inline void submit(void *rec, u64 len, u32 type)
 		if (type < EV_TYPES)
 			__sync_fetch_and_add(&s->dropped_by_type[type], 1);
 	}
+}
+
+/* A syscall whose entry could not be stashed: its record will never be built, so it counts as dropped. */
+static __always_inline void pending_lost(void)
+{
+	struct stats *s = stats_slot();
+
+	if (!s)
+		return;
+	__sync_fetch_and_add(&s->dropped, 1);
+	__sync_fetch_and_add(&s->dropped_by_type[EV_SYSCALL], 1);
+	__sync_fetch_and_add(&s->pending_full, 1);
+	s->last_drop_ts = bpf_ktime_get_boot_ns();
 }
 
 static __always_inline bool is_ignored(u32 tgid)
@@ -357,7 +375,10 @@ int BPF_PROG(assay_exit, struct task_struct *p)
 {
 	struct exit_rec *e;
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	u32 tid = (u32)bpf_get_current_pid_tgid();
 
+	/* every exiting thread: a syscall it entered and never left (killed inside it) leaves no stale entry */
+	bpf_map_delete_elem(&pending, &tid);
 	/* signal->live reaches 0 when the last thread of the process exits: that is the process's exit. */
 	if (BPF_CORE_READ(t, signal, live.counter) != 0)
 		return 0;
@@ -420,7 +441,8 @@ int BPF_PROG(assay_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 	}
 	tid = (u32)pid_tgid;
-	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
+		pending_lost(); /* the table is full (-E2BIG) */
 	return 0;
 }
 

@@ -119,6 +119,7 @@ struct qstr {
 
 struct super_block {
 	dev_t s_dev;
+	unsigned long s_magic;
 };
 
 struct inode {
@@ -127,10 +128,23 @@ struct inode {
 	unsigned long i_ino;
 };
 
+struct hlist_bl_node {
+	struct hlist_bl_node *next;
+	struct hlist_bl_node **pprev;
+};
+
+struct dentry;
+struct dentry_operations {
+	char *(*d_dname)(struct dentry *, char *, int);
+};
+
 struct dentry {
+	struct hlist_bl_node d_hash;
 	struct dentry *d_parent;
 	struct qstr d_name;
 	struct inode *d_inode;
+	const struct dentry_operations *d_op;
+	struct super_block *d_sb;
 };
 
 struct vfsmount {
