@@ -203,6 +203,15 @@ def test_ring_tells_when_the_kernel_could_have_dropped() -> None:
     assert ring_image([], 4096).could_have_dropped(R.MAX_RECORD)  # a ring smaller than a record: always
 
 
+def test_ring_is_idle_only_when_empty_since_the_last_drain() -> None:
+    ring = ring_image([(b"x" * 100, 0)] * 3, 64 << 10)
+    assert not ring.idle()  # records waiting
+    assert ring.drain(lambda buf, off, length: None) == 3
+    assert not ring.idle()  # empty now, but it held records since the drain before: a poll must look
+    assert ring.drain(lambda buf, off, length: None) == 0
+    assert ring.idle()
+
+
 def test_feeding_from_a_ring_gives_what_decode_gives() -> None:
     stream = history(99, 300)
     one = Decoder(ProcessTree(), "h1", by_number("x86_64"), {"mnt": 1, "net": 2, "pid": 3}, proc=None)
