@@ -10,12 +10,14 @@ import pytest
 
 from assay.c2 import (
     SWEEP_INTERVAL,
+    AgentDefaults,
     Beacon,
     BeaconCore,
     Instruction,
     KeyRing,
     MemoryLedger,
     Principal,
+    Refused,
     ResultOutcome,
     clean_paw,
     decode_beacon,
@@ -274,3 +276,81 @@ def test_keyring_verifies_once_then_answers_from_its_cache() -> None:
     ring.set(admin, slow_hash("rotated"))
     assert ring.cached("s3cret") is None and ring.verify("s3cret") is None
     assert matches("legacy", digest("legacy")) and not matches("x", "scrypt$bad")
+
+
+def _restarted(ledger: MemoryLedger, library: Library, clock: Clock) -> BeaconCore:
+    """A new core over the same ledger: what `assay serve` builds after a kill -9."""
+    return BeaconCore(ledger, OperationService(ledger, library, clock=clock), clock=clock)
+
+
+def test_deadman_tasks_survive_a_restart_and_are_handed_out_and_accepted_once() -> None:
+    ledger, clock, library = MemoryLedger(), Clock(), _library()
+    first = _restarted(ledger, library, clock)
+    first.update_defaults({"deadman_abilities": ["a", "no-such-ability"]})
+    _agent, key = first.enrol(Agent("dm", host="h", group="red"), deadman=True)
+    ((paw, queued, delivered),) = ledger.open_tasks()  # stored when queued, before any beacon
+    assert (paw, queued.command, queued.deadman, delivered) == ("dm", "echo a", True, False)
+
+    second = _restarted(ledger, library, clock)  # killed before the agent beaconed
+    assert second.agent_for_key(key).paw == "dm"
+    assert second.may_have_work("dm")
+    (task,) = second.beacon("dm")
+    assert task == queued
+    assert second.beacon("dm") == []
+    assert ledger.open_tasks() == [("dm", queued, True)]  # delivery recorded before it was handed out
+
+    third = _restarted(ledger, library, clock)  # killed after delivery, before the result
+    assert third.beacon("dm") == []  # never handed out twice
+    result = Result(task.id, LinkStatus.SUCCESS, 0, stdout="a\n")
+    assert states(third.submit("dm", [result])) == [(task.id, "accepted")]
+    assert states(third.submit("dm", [result])) == [(task.id, "duplicate")]
+    assert ledger.open_tasks() == []
+
+    fourth = _restarted(ledger, library, clock)  # a re-send after a restart changes nothing either
+    assert states(fourth.submit("dm", [result])) == [(task.id, "duplicate")]
+    assert states(fourth.submit("other", [result]))[0][1] == "rejected"  # not another agent's to report
+    assert [(r.link_id, accepted) for r, _, _, accepted in ledger.result_rows] == [(task.id, True)]
+
+
+def test_agent_defaults_are_validated_stored_and_kept_across_a_restart() -> None:
+    ledger, clock, library = MemoryLedger(), Clock(), _library()
+    c = _restarted(ledger, library, clock)
+    with pytest.raises(C2Error, match="sleep_min"):
+        c.update_defaults({"sleep_min": 90})  # above the stored sleep_max of 60
+    assert ledger.agent_defaults() is None  # a refused change stores nothing
+    new = c.update_defaults({"sleep_min": 2, "sleep_max": 4, "untrusted_timer": 7})
+    assert (new.sleep_min, new.sleep_max, new.watchdog, new.untrusted_timer) == (2, 4, 0, 7)
+    assert [e.kind for e in ledger.audit_rows] == ["config"]
+    again = BeaconCore(ledger, OperationService(ledger, library, clock=clock), clock=clock,
+                       defaults=AgentDefaults(sleep_min=30, sleep_max=60))  # fmt: skip
+    assert again.defaults == new  # what the API set outlives the configured start values
+    agent = again.register(Agent("cal", host="h"), {}, {})
+    assert again.settings_of(agent.paw).sleep_max == 4
+
+
+def test_deleting_an_agent_drops_its_record_settings_key_and_tasks_and_it_may_register_again(
+    core: tuple[BeaconCore, MemoryLedger, list[str]],
+) -> None:
+    c, ledger, woken = core
+    with pytest.raises(Refused) as unknown:
+        c.delete_agent("nobody")
+    assert unknown.value.status == 404
+    c.update_defaults({"deadman_abilities": ["a"]})
+    native, key = c.enrol(Agent("nat", host="h"), deadman=True)
+    cal = c.register(Agent("cal", host="h2"), {"deadman_enabled": True}, {"sleep_min": 5, "sleep_max": 5})
+    c.update_agent("cal", {"watchdog": 9})
+    assert len(ledger.open_tasks()) == 2
+    c.delete_agent("nat", principal="api:admin")
+    c.delete_agent("cal")
+    assert "nat" not in c.agents and "cal" not in c.agents and not c.may_have_work("cal")
+    assert ledger.agents() == [] and ledger.settings() == {} and ledger.open_tasks() == []
+    with pytest.raises(C2Error, match="enrol again"):
+        c.agent_for_key(key)  # its key went with it
+    assert woken[-2:] == ["nat", "cal"]  # held native beacons are answered at once
+    assert [e.data for e in ledger.audit_rows if e.kind == "agent"][-2:] == [{"delete": True}] * 2
+    with pytest.raises(Refused):
+        c.delete_agent("cal")  # gone
+    again = c.register(Agent("cal", host="h2"), {"deadman_enabled": True}, {})
+    assert again is not cal and c.settings_of("cal").watchdog == 0  # anew, with today's defaults
+    (task,) = c.beacon("cal")
+    assert task.deadman and native.paw == "nat"

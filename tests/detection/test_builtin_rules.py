@@ -128,6 +128,22 @@ POSITIVE: list[tuple[str, Event]] = [
         "T1548.003",
         proc_event("file_read_sensitive", "/usr/bin/grep", **{"file.path": "/etc/sudoers.d/90-cloud"}),
     ),
+    (
+        "T1489",
+        proc_event(
+            "kill",
+            "/usr/bin/python3.11",
+            **{"signal.number": 9, "signal.target_executable": "/usr/sbin/mysqld"},
+        ),
+    ),
+    (
+        "T1489",
+        proc_event(
+            "kill",
+            "/usr/bin/bash",
+            **{"signal.number": 15, "signal.target_executable": "/usr/lib/postgresql/15/bin/postgres"},
+        ),
+    ),
 ]
 
 
@@ -167,6 +183,26 @@ NEAR_MISSES: list[tuple[str, Event]] = [
         proc_event("file_read_sensitive", "/usr/bin/sudo", **{"file.path": "/etc/sudoers"}),
     ),
     ("sudo running a command", exec_event("sudo", "-u", "bob", "ls", "-l")),
+    (
+        "the service manager stopping a database",
+        proc_event(
+            "kill",
+            "/usr/lib/systemd/systemd",
+            **{"signal.number": 15, "signal.target_executable": "/usr/sbin/mysqld"},
+        ),
+    ),
+    (
+        "a reload signal to a web server",
+        proc_event(
+            "kill", "/usr/bin/bash", **{"signal.number": 10, "signal.target_executable": "/usr/sbin/nginx"}
+        ),
+    ),
+    (
+        "a shell killing its own job",
+        proc_event(
+            "kill", "/usr/bin/bash", **{"signal.number": 15, "signal.target_executable": "/usr/bin/sleep"}
+        ),
+    ),
     (
         "shell over a unix socket",
         proc_event("connect", "/usr/bin/bash", **{"network.family": "unix", "unix.path": "/run/x.sock"}),

@@ -102,6 +102,13 @@ def agents_router(st: ServerState) -> APIRouter:
         updated = core.update_agent(paw, changes, getattr(request.state, "principal", None))
         return view(updated)
 
+    @router.delete("/agents/{paw}", status_code=204)
+    def delete_agent(paw: str, request: Request) -> None:
+        """Caldera's delete: the agent, its settings and its queued tasks go (204); an unknown paw is a 404.
+        Its links, results and audit rows stay. If it beacons again it registers anew."""
+        find(paw)
+        core.delete_agent(paw, getattr(request.state, "principal", None))
+
     @router.post("/agents/kill/{paw}")
     def kill(paw: str, request: Request) -> dict[str, Any]:
         find(paw)
@@ -109,16 +116,8 @@ def agents_router(st: ServerState) -> APIRouter:
 
     @router.get("/config/{name}")
     def config(name: str) -> dict[str, Any]:
-        d = core.defaults
         if name == "agents":
-            return {
-                "sleep_min": d.sleep_min,
-                "sleep_max": d.sleep_max,
-                "watchdog": d.watchdog,
-                "untrusted_timer": d.untrusted_timer,
-                "deadman_abilities": list(d.deadman_abilities),
-                "bootstrap_abilities": [],
-            }
+            return {**core.defaults.to_dict(), "bootstrap_abilities": []}
         if name == "main":
             # Never a secret: keys and tokens exist only as hashes, and those are not shown either.
             return {
@@ -132,15 +131,15 @@ def agents_router(st: ServerState) -> APIRouter:
         raise HTTPException(404, detail=f"no config {name[:64]!r} (there are 'main' and 'agents')")
 
     @router.patch("/config/agents")
-    def patch_agents_config(body: AgentsConfigPatch) -> dict[str, Any]:
-        d = core.defaults
+    def patch_agents_config(body: AgentsConfigPatch, request: Request) -> dict[str, Any]:
+        """Stored before it applies: a restart keeps it (issue 3)."""
         changes = body.model_dump(exclude_none=True)
+        d = core.defaults
         low = changes.get("sleep_min", d.sleep_min)
         high = changes.get("sleep_max", d.sleep_max)
         if low > high:
             raise HTTPException(422, detail=f"sleep_min ({low}) is greater than sleep_max ({high})")
-        for name, value in changes.items():
-            setattr(d, name, tuple(value) if name == "deadman_abilities" else value)
+        core.update_defaults(changes, getattr(request.state, "principal", None))
         return config("agents")
 
     @router.get("/contacts")

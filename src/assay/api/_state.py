@@ -19,6 +19,7 @@ from assay.c2 import (
     AgentSettings,
     AuditEntry,
     BeaconCore,
+    Instruction,
     KeyRing,
     PayloadStore,
     Principal,
@@ -88,6 +89,30 @@ class C2Ledger:
 
     def audit(self, entries: Iterable[AuditEntry]) -> None:
         self.records.audit(entries)
+
+    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
+        self.records.save_tasks(paw, tasks, now)
+
+    def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
+        return self.records.open_tasks()
+
+    def deliver_tasks(self, task_ids: Iterable[str], now: float) -> None:
+        self.records.deliver_tasks(task_ids, now)
+
+    def finish_task(self, result: Result, paw: str, received_at: float) -> None:
+        self.records.finish_task(result, paw, received_at)
+
+    def task_owner(self, task_id: str) -> tuple[str, bool] | None:
+        return self.records.task_owner(task_id)
+
+    def delete_agent(self, paw: str) -> bool:
+        return self.records.delete_agent(paw)
+
+    def save_agent_defaults(self, defaults: AgentDefaults, now: float) -> None:
+        self.records.save_agent_defaults(defaults, now)
+
+    def agent_defaults(self) -> AgentDefaults | None:
+        return self.records.agent_defaults()
 
 
 @dataclass

@@ -19,7 +19,6 @@ from assay.c2._caldera import (
 )
 from assay.c2._core import (
     SWEEP_INTERVAL,
-    AgentDefaults,
     BeaconCore,
     Ledger,
     MemoryLedger,
@@ -30,6 +29,7 @@ from assay.c2._files import FileContact
 from assay.c2._model import (
     MAX_SLEEP,
     MAX_WATCHDOG,
+    AgentDefaults,
     AgentSettings,
     AuditEntry,
     Instruction,

@@ -13,8 +13,9 @@ Cost per beacon is what makes a server scale (Caldera scans every agent on every
   an operation is live and this agent has not been asked for a while (a safety net for work that appears
   without a notification). An idle beacon touches no lock another thread holds.
 
-Every change that matters (a new agent, a dispatched command, a result) is written through the
-:class:`Ledger` before the call returns.
+Every change that matters (a new agent, a dispatched command, a result, a task queued for an agent outside
+any operation, the server-wide agent defaults, a deleted agent) is written through the :class:`Ledger` before
+the call returns; a restarted core starts from what the ledger holds.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from assay.c2._auth import digest, new_secret
 from assay.c2._model import (
     MAX_SLEEP,
     MAX_WATCHDOG,
+    AgentDefaults,
     AgentSettings,
     AuditEntry,
     Instruction,
@@ -56,7 +58,6 @@ from assay.errors import C2Error, EmulationError, Source
 
 _PAW_CHARS = re.compile(r"[^\w.\-]")
 SWEEP_INTERVAL = 5.0  # seconds between unprompted looks for work per agent while an operation is live
-UNTRUSTED_TIMER = 90  # Caldera: an agent is dead after sleep_max + this many seconds of silence
 MAX_AGENTS = (
     100_000  # registration refuses more: unauthenticated Caldera registration must not exhaust memory
 )
@@ -75,6 +76,14 @@ class Ledger(Protocol):
     def settings(self) -> dict[str, AgentSettings]: ...
     def touch(self, last_seen: Mapping[str, float]) -> None: ...
     def audit(self, entries: Iterable[AuditEntry]) -> None: ...
+    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None: ...
+    def open_tasks(self) -> list[tuple[str, Instruction, bool]]: ...
+    def deliver_tasks(self, task_ids: Iterable[str], now: float) -> None: ...
+    def finish_task(self, result: Result, paw: str, received_at: float) -> None: ...
+    def task_owner(self, task_id: str) -> tuple[str, bool] | None: ...
+    def delete_agent(self, paw: str) -> bool: ...
+    def save_agent_defaults(self, defaults: AgentDefaults, now: float) -> None: ...
+    def agent_defaults(self) -> AgentDefaults | None: ...
 
 
 @dataclass
@@ -88,6 +97,9 @@ class MemoryLedger:
     settings_rows: dict[str, AgentSettings] = field(default_factory=dict)
     seen_rows: dict[str, float] = field(default_factory=dict)
     audit_rows: list[AuditEntry] = field(default_factory=list)
+    # task id -> [paw, instruction, delivered_at, finished_at]
+    task_rows: dict[str, list[Any]] = field(default_factory=dict)
+    defaults_row: AgentDefaults | None = None
     agent_writes: int = 0
 
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None:
@@ -144,16 +156,38 @@ class MemoryLedger:
     def audit(self, entries: Iterable[AuditEntry]) -> None:
         self.audit_rows.extend(entries)
 
+    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
+        for _ability, task in tasks:
+            self.task_rows[task.id] = [paw, task, None, None]
 
-@dataclass
-class AgentDefaults:
-    """Caldera's ``conf/agents.yml``: timing for agents that bring none (``PATCH /api/v2/config/agents``)."""
+    def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
+        return [(r[0], r[1], r[2] is not None) for r in self.task_rows.values() if r[3] is None]
 
-    sleep_min: int = 30
-    sleep_max: int = 60
-    watchdog: int = 0
-    untrusted_timer: int = UNTRUSTED_TIMER
-    deadman_abilities: tuple[str, ...] = ()
+    def deliver_tasks(self, task_ids: Iterable[str], now: float) -> None:
+        for task_id in task_ids:
+            self.task_rows[task_id][2] = now
+
+    def finish_task(self, result: Result, paw: str, received_at: float) -> None:
+        self.result_rows.append((result, paw, received_at, True))
+        row = self.task_rows[result.link_id]
+        row[2] = row[2] if row[2] is not None else received_at
+        row[3] = received_at
+
+    def task_owner(self, task_id: str) -> tuple[str, bool] | None:
+        row = self.task_rows.get(task_id)
+        return (row[0], row[3] is not None) if row else None
+
+    def delete_agent(self, paw: str) -> bool:
+        found = self.agent_rows.pop(paw, None) is not None
+        self.settings_rows.pop(paw, None)
+        self.task_rows = {k: r for k, r in self.task_rows.items() if r[0] != paw}
+        return found
+
+    def save_agent_defaults(self, defaults: AgentDefaults, now: float) -> None:
+        self.defaults_row = defaults
+
+    def agent_defaults(self) -> AgentDefaults | None:
+        return self.defaults_row
 
 
 def clean_paw(paw: str | None) -> str:
@@ -212,7 +246,8 @@ class BeaconCore:
         self.ledger = ledger
         self.operations = operations
         self.clock = clock
-        self.defaults = defaults or AgentDefaults()
+        # Defaults changed through the API outlive a restart; the configured ones apply until then.
+        self.defaults = ledger.agent_defaults() or defaults or AgentDefaults()
         self.on_ready = on_ready  # wakes a held native beacon
         self._lock = threading.RLock()
         self.agents: dict[str, Agent] = {a.paw: a for a in ledger.agents()}
@@ -228,8 +263,14 @@ class BeaconCore:
         self._maybe_work: set[str] = set(self.agents)
         self._last_look: dict[str, float] = {}
         self._unsaved_seen: dict[str, float] = {}
-        self._tasks: dict[str, list[Instruction]] = {}  # agent tasks outside operations (deadman)
-        self._task_ids: dict[str, str] = {}  # task id -> paw
+        self._tasks: dict[str, list[Instruction]] = {}  # queued agent tasks outside operations (deadman)
+        self._task_ids: dict[str, str] = {}  # task id -> paw, for every task without a result
+        for paw, task, delivered in ledger.open_tasks():
+            if paw not in self.agents:
+                continue
+            if not delivered:  # queued before a restart: still to hand out, once
+                self._tasks.setdefault(paw, []).append(task)
+            self._task_ids[task.id] = paw  # delivered before a restart: its result is still welcome
         self._kill_delivered: set[str] = set()
 
     # -- notifications from the operation service --------------------------------------------------------
@@ -462,9 +503,63 @@ class BeaconCore:
         self.on_ready(paw)  # a held native beacon answers at once
         return agent
 
+    def delete_agent(self, paw: str, principal: str | None = None) -> Agent:
+        """Caldera's ``DELETE /api/v2/agents/{paw}``: the agent, its settings, key and queued tasks go.
+
+        Its links, results and audit rows stay (they record what ran). An agent that beacons again afterwards
+        registers anew (a Caldera agent at its next beacon; a native one enrols again, its key now unknown).
+        """
+        now = self.clock()
+        with self._lock:
+            agent = self.agents.get(paw)
+            if agent is None:
+                raise Refused("no such agent", Source(agent=paw), status=404)
+            self.ledger.delete_agent(paw)
+            del self.agents[paw]
+            self.settings.pop(paw, None)
+            key = self._key_of.pop(paw, None)
+            if key is not None:
+                self._paw_by_key.pop(key, None)
+            self._tasks.pop(paw, None)
+            self._task_ids = {t: p for t, p in self._task_ids.items() if p != paw}
+            self._maybe_work.discard(paw)
+            self._last_look.pop(paw, None)
+            self._unsaved_seen.pop(paw, None)
+            self._kill_delivered.discard(paw)
+            self.ledger.audit([AuditEntry(now, "agent", principal=principal, paw=paw, data={"delete": True})])
+        self.on_ready(paw)  # a held native beacon answers at once (and learns its key is gone)
+        return agent
+
+    def update_defaults(self, changes: Mapping[str, Any], principal: str | None = None) -> AgentDefaults:
+        """Caldera's ``PATCH /api/v2/config/agents``, validated and stored before it applies."""
+        now = self.clock()
+        with self._lock:
+            d = self.defaults
+            new = replace(
+                d,
+                sleep_min=changes.get("sleep_min", d.sleep_min),
+                sleep_max=changes.get("sleep_max", d.sleep_max),
+                watchdog=changes.get("watchdog", d.watchdog),
+                untrusted_timer=changes.get("untrusted_timer", d.untrusted_timer),
+                deadman_abilities=tuple(changes.get("deadman_abilities", d.deadman_abilities)),
+            )
+            check_timing(new.sleep_min, new.sleep_max, new.watchdog)
+            if not 0 <= new.untrusted_timer <= MAX_WATCHDOG:
+                raise C2Error(
+                    f"must be between 0 and {MAX_WATCHDOG} seconds, got {new.untrusted_timer}",
+                    Source(field="untrusted_timer"),
+                )
+            self.ledger.save_agent_defaults(new, now)
+            self.defaults = new
+            entry = AuditEntry(now, "config", principal=principal, data={"agents": dict(changes)})
+            self.ledger.audit([entry])
+        return new
+
     # -- agent tasks outside operations (Caldera's deadman abilities) ---------------------------------------
     def _queue_deadman(self, agent: Agent) -> None:
+        """Queue the deadman abilities for ``agent``; stored before they can be handed out."""
         library: Library = self.operations.library
+        tasks: list[tuple[str, Instruction]] = []
         for ability_id in self.defaults.deadman_abilities:
             ability = library.abilities.get(ability_id)
             if ability is None:
@@ -484,6 +579,11 @@ class BeaconCore:
                 payloads=tuple(chosen.payloads),
                 deadman=True,
             )
+            tasks.append((ability_id, task))
+        if not tasks:
+            return
+        self.ledger.save_tasks(agent.paw, tasks, self.clock())
+        for _ability_id, task in tasks:
             self._tasks.setdefault(agent.paw, []).append(task)
             self._task_ids[task.id] = agent.paw
 
@@ -505,6 +605,12 @@ class BeaconCore:
             return []
         with self._lock:
             tasks = self._tasks.pop(paw, [])
+            if tasks:
+                try:  # recorded as delivered before they leave: after a restart they are not handed out again
+                    self.ledger.deliver_tasks([t.id for t in tasks], now)
+                except Exception:
+                    self._tasks[paw] = [*tasks, *self._tasks.get(paw, [])]  # still queued; the caller reports
+                    raise
         links = self.operations.take(paw, now)
         out = [*tasks, *(self._instruction(lk, agent) for lk in links)]
         handed = {lk.id: lk.delegated_at or now for lk in links}  # the time recorded on the link
@@ -557,9 +663,17 @@ class BeaconCore:
         now = self.clock()
         outcomes: list[ResultOutcome] = []
         for result in results:
-            if self._task_ids.get(result.link_id) == paw:
-                del self._task_ids[result.link_id]
-                self.ledger.save_result(result, paw, now, accepted=True)
+            with self._lock:
+                ours = self._task_ids.get(result.link_id) == paw
+                if ours:
+                    del self._task_ids[result.link_id]  # under the lock: a concurrent re-send is a duplicate
+            if ours:
+                try:
+                    self.ledger.finish_task(result, paw, now)
+                except Exception:
+                    with self._lock:  # not recorded: the agent's re-send is still welcome
+                        self._task_ids[result.link_id] = paw
+                    raise
                 outcomes.append(ResultOutcome(result.link_id, ResultState.ACCEPTED))
                 continue
             try:
@@ -574,6 +688,10 @@ class BeaconCore:
         """A result for a link no live operation holds: its operation ended (or the server restarted) while
         the agent ran it, or the agent is re-sending after a reconnect. The stored link decides."""
         stored = self.ledger.link(result.link_id)
+        if stored is None:
+            task = self.ledger.task_owner(result.link_id)
+            if task is not None and task == (paw, True):  # a task result sent again (after a reconnect)
+                return ResultOutcome(result.link_id, ResultState.DUPLICATE)
         if stored is None or stored.paw != paw:
             return ResultOutcome(result.link_id, ResultState.REJECTED, str(exc))
         if stored.status is not LinkStatus.EXECUTE:

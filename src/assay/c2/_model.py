@@ -16,6 +16,7 @@ from assay.errors import C2Error, Source
 # the agent (issue 4); a day is longer than any purple-team round, and beyond it a value is a typo.
 MAX_SLEEP = 86_400
 MAX_WATCHDOG = 30 * 86_400
+UNTRUSTED_TIMER = 90  # Caldera: an agent is dead after sleep_max + this many seconds of silence
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,38 @@ class AgentSettings:
     profile: Mapping[str, Any] = field(default_factory=dict)  # Caldera profile fields kept as given
 
 
+@dataclass(frozen=True, slots=True)
+class AgentDefaults:
+    """Caldera's ``conf/agents.yml``: timing for agents that bring none (``PATCH /api/v2/config/agents``)."""
+
+    sleep_min: int = 30
+    sleep_max: int = 60
+    watchdog: int = 0
+    untrusted_timer: int = UNTRUSTED_TIMER
+    deadman_abilities: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sleep_min": self.sleep_min,
+            "sleep_max": self.sleep_max,
+            "watchdog": self.watchdog,
+            "untrusted_timer": self.untrusted_timer,
+            "deadman_abilities": list(self.deadman_abilities),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentDefaults:
+        """From :meth:`to_dict` as stored; a key missing (a row older than a field) keeps its default."""
+        base = cls()
+        return cls(
+            sleep_min=int(data.get("sleep_min", base.sleep_min)),
+            sleep_max=int(data.get("sleep_max", base.sleep_max)),
+            watchdog=int(data.get("watchdog", base.watchdog)),
+            untrusted_timer=int(data.get("untrusted_timer", base.untrusted_timer)),
+            deadman_abilities=tuple(str(a) for a in data.get("deadman_abilities", ())),
+        )
+
+
 class ResultState(StrEnum):
     ACCEPTED = "accepted"  # recorded now
     DUPLICATE = "duplicate"  # this link already had a result (a re-send after a reconnect): nothing changed
@@ -62,7 +95,8 @@ class ResultOutcome:
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One audit record. ``kind``: ``dispatch`` (a command handed to an agent), ``api`` (a state-changing
-    API call and the key that made it), ``enrol``, ``register``, ``agent`` (a PATCH or a kill)."""
+    API call and the key that made it), ``enrol``, ``register``, ``agent`` (a PATCH, a kill or a delete),
+    ``config`` (a changed server-wide agent default)."""
 
     at: float
     kind: str

@@ -260,6 +260,9 @@ class NativeContact:
                     if gone.done():
                         # Deliver nothing to a dead socket: the work stays queued for the next beacon.
                         raise HTTPException(499, detail="client went away")
+                    if agent.paw not in core.agents:
+                        # Deleted through the API while held (its key is gone): the agent enrols again.
+                        raise HTTPException(401, detail="this agent was deleted; enrol again")
                     if core.kill_pending(agent.paw):
                         core.kill_delivered(agent.paw)
                         return BeaconResponse(paw=agent.paw, instructions=[], kill=True)

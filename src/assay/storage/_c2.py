@@ -4,6 +4,11 @@
   a Caldera profile Assay stores as given (``proxy_receivers``, ``host_ip_addrs``...).
 - ``audit``: every dispatched command and every state-changing API call, with who (which key) and when.
   Append-only; the server never updates or deletes a row.
+- ``agent_tasks``: commands for an agent outside any operation (Caldera's deadman abilities), from queued to
+  delivered (handed out once, never again) to finished (its result stored in ``results`` in the same
+  transaction), so a ``kill -9`` neither loses one nor hands it out twice.
+- ``server_settings``: server-wide settings changed through the API, by name (``agents``: the agent defaults
+  of ``PATCH /api/v2/config/agents``), kept across restarts.
 - Last-seen times change on every beacon; the server writes them in batches (:meth:`C2Records.touch`), never
   once per beacon.
 """
@@ -13,14 +18,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Double, Integer, String, Table, bindparam, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Double,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from assay.c2._model import AgentSettings, AuditEntry
+from assay.c2._model import AgentDefaults, AgentSettings, AuditEntry, Instruction
+from assay.emulation import Result
 from assay.errors import StorageError
 from assay.storage._database import Database
 from assay.storage._schema import AgentRow, AlertRow, Base, CredentialRow, EventRow, JsonType, RowId
+from assay.storage._store import result_row
+
+AGENT_DEFAULTS = "agents"  # the server_settings row of PATCH /api/v2/config/agents
 
 
 class AgentSettingsRow(Base):
@@ -44,6 +64,57 @@ class AuditRow(Base):
     link_id: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     paw: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JsonType)
+
+
+class AgentTaskRow(Base):
+    __tablename__ = "agent_tasks"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paw: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "deadman"
+    ability_id: Mapped[str] = mapped_column(String(128))
+    instruction: Mapped[dict[str, Any]] = mapped_column(JsonType)  # the Instruction as handed out
+    queued_at: Mapped[float] = mapped_column(Double)
+    delivered_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Double, index=True, nullable=True)
+
+
+class ServerSettingRow(Base):
+    __tablename__ = "server_settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+def _instruction_data(i: Instruction) -> dict[str, Any]:
+    return {
+        "operation_id": i.operation_id,
+        "executor": i.executor,
+        "command": i.command,
+        "timeout": i.timeout,
+        "cleanup": i.cleanup,
+        "payloads": list(i.payloads),
+        "uploads": list(i.uploads),
+        "deadman": i.deadman,
+        "delete_payload": i.delete_payload,
+        "sleep": i.sleep,
+    }
+
+
+def _instruction(row: AgentTaskRow) -> Instruction:
+    d = row.instruction
+    return Instruction(
+        id=row.id,
+        operation_id=str(d.get("operation_id", "")),
+        executor=str(d["executor"]),
+        command=str(d["command"]),
+        timeout=int(d["timeout"]),
+        cleanup=bool(d.get("cleanup", False)),
+        payloads=tuple(d.get("payloads", ())),
+        uploads=tuple(d.get("uploads", ())),
+        deadman=bool(d.get("deadman", False)),
+        delete_payload=bool(d.get("delete_payload", True)),
+        sleep=int(d.get("sleep", 0)),
+    )
 
 
 class C2Records:
@@ -74,6 +145,94 @@ class C2Records:
                 r.paw: AgentSettings(r.sleep_min, r.sleep_max, r.watchdog, r.pending_kill, dict(r.profile))
                 for r in session.scalars(select(AgentSettingsRow))
             }
+
+    # -- agent tasks outside operations (deadman) ----------------------------------------------------------
+    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
+        """Queue ``(ability_id, instruction)`` pairs for ``paw``, all in one transaction."""
+        rows = [
+            AgentTaskRow(
+                id=i.id,
+                paw=paw,
+                kind="deadman" if i.deadman else "task",
+                ability_id=ability_id,
+                instruction=_instruction_data(i),
+                queued_at=now,
+            )
+            for ability_id, i in tasks
+        ]
+        if rows:
+            self._commit(rows, merge=False)
+
+    def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
+        """Every task without a result: ``(paw, instruction, delivered)``, oldest first."""
+        query = select(AgentTaskRow).where(AgentTaskRow.finished_at.is_(None))
+        with self.db.session() as session:
+            rows = session.scalars(query.order_by(AgentTaskRow.queued_at, AgentTaskRow.id))
+            return [(r.paw, _instruction(r), r.delivered_at is not None) for r in rows]
+
+    def deliver_tasks(self, task_ids: Iterable[str], now: float) -> None:
+        """Mark tasks handed out (before the reply leaves: a task is delivered once, never again)."""
+        ids = list(task_ids)
+        if not ids:
+            return
+        statement = update(AgentTaskRow).where(AgentTaskRow.id.in_(ids)).values(delivered_at=now)
+        self._execute([statement], "task delivery")
+
+    def finish_task(self, result: Result, paw: str, received_at: float) -> None:
+        """Store a task's result and mark the task finished, in one transaction (a crash keeps both or
+        neither, so a re-sent result is accepted exactly once)."""
+        try:
+            with self.db.session() as session, session.begin():
+                session.add(result_row(result, paw, received_at, accepted=True))
+                session.execute(
+                    update(AgentTaskRow)
+                    .where(AgentTaskRow.id == result.link_id)
+                    .values(
+                        finished_at=received_at,
+                        delivered_at=func.coalesce(AgentTaskRow.delivered_at, received_at),
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"task result write failed: {exc.__class__.__name__}: {exc}") from exc
+
+    def task_owner(self, task_id: str) -> tuple[str, bool] | None:
+        """``(paw, finished)`` of a stored task, or ``None``."""
+        with self.db.session() as session:
+            row = session.get(AgentTaskRow, task_id)
+            return (row.paw, row.finished_at is not None) if row else None
+
+    # -- agents --------------------------------------------------------------------------------------------
+    def delete_agent(self, paw: str) -> bool:
+        """Remove an agent, its settings and its tasks in one transaction (its links, results and audit
+        rows stay: they are the record of what ran). Returns whether the agent existed."""
+        try:
+            with self.db.session() as session, session.begin():
+                found = session.get(AgentRow, paw) is not None
+                session.execute(delete(AgentTaskRow).where(AgentTaskRow.paw == paw))
+                session.execute(delete(AgentSettingsRow).where(AgentSettingsRow.paw == paw))
+                session.execute(delete(AgentRow).where(AgentRow.paw == paw))
+                return found
+        except SQLAlchemyError as exc:
+            raise StorageError(f"agent delete failed: {exc.__class__.__name__}: {exc}") from exc
+
+    # -- server-wide settings ------------------------------------------------------------------------------
+    def save_agent_defaults(self, defaults: AgentDefaults, now: float) -> None:
+        row = ServerSettingRow(name=AGENT_DEFAULTS, value=defaults.to_dict(), updated_at=now)
+        self._commit([row], merge=True)
+
+    def agent_defaults(self) -> AgentDefaults | None:
+        """The defaults last set through the API, or ``None`` if never changed."""
+        with self.db.session() as session:
+            row = session.get(ServerSettingRow, AGENT_DEFAULTS)
+            return AgentDefaults.from_dict(row.value) if row else None
+
+    def _execute(self, statements: Iterable[Any], what: str) -> None:
+        try:
+            with self.db.engine.begin() as conn:
+                for statement in statements:
+                    conn.execute(statement)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
 
     # -- last seen, in batches -----------------------------------------------------------------------------
     def touch(self, last_seen: Mapping[str, float]) -> None:

@@ -164,6 +164,21 @@ def _event_row(event: Event) -> EventRow:
     )
 
 
+def result_row(result: Result, paw: str, received_at: float, *, accepted: bool) -> ResultRow:
+    """A result as the agent delivered it (also used for agent tasks outside operations, ``_c2``)."""
+    data = {
+        "status": int(result.status),
+        "exit_code": result.exit_code,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "pid": result.pid,
+        "start_ticks": result.start_ticks,
+        "started_at": result.started_at,
+        "ended_at": result.ended_at,
+    }
+    return ResultRow(link_id=result.link_id, paw=paw, received_at=received_at, accepted=accepted, data=data)
+
+
 class Store(EmulationRepository):
     """The repositories, over one :class:`Database`. Thread-safe: each call uses its own session."""
 
@@ -277,19 +292,7 @@ class Store(EmulationRepository):
     ) -> None:
         """Record a result as delivered, and with it what it changed (the link, the links planned next, the
         facts it taught) in the same transaction: a crash keeps all of it or none."""
-        data = {
-            "status": int(result.status),
-            "exit_code": result.exit_code,
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "pid": result.pid,
-            "start_ticks": result.start_ticks,
-            "started_at": result.started_at,
-            "ended_at": result.ended_at,
-        }
-        row = ResultRow(
-            link_id=result.link_id, paw=paw, received_at=received_at, accepted=accepted, data=data
-        )
+        row = result_row(result, paw, received_at, accepted=accepted)
         changes: list[Any] = [] if operation is None else [operation_row(operation)]
         changes += [_link_row(lk) for lk in links]
         if operation is not None:
