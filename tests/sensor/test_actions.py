@@ -8,7 +8,7 @@ import pytest
 
 from assay.events import FIELDS, Action
 from assay.sensor import _records as R
-from assay.sensor._actions import syscall_fields
+from assay.sensor._actions import syscall_fields, target_fields
 from assay.sensor._syscalls import by_name
 
 
@@ -62,3 +62,25 @@ def test_new_actions_are_in_the_taxonomy_with_their_fields() -> None:
         assert table[name].action is action
     for field in ("personality.persona", "syslog.action", "file.type", "file.mode", "file.device"):
         assert field in FIELDS
+
+
+def test_a_kill_or_trace_names_its_target_executable_when_the_tree_knows_it() -> None:
+    class Known:
+        executable = "/usr/sbin/mysqld"
+
+    tree = {4242: Known()}
+    kill = fields("kill", (4242, 15))
+    target_fields(Action.KILL.value, kill, tree.get)
+    assert kill == {
+        "signal.number": 15,
+        "signal.target_pid": 4242,
+        "signal.target_executable": "/usr/sbin/mysqld",
+    }
+    trace = fields("ptrace", (16, 4242))
+    target_fields(Action.PTRACE.value, trace, tree.get)
+    assert trace["ptrace.target_executable"] == "/usr/sbin/mysqld"
+    for pid in (0, -4242, 77):  # a process group, or a process the tree never saw: nothing is guessed
+        other = fields("kill", (pid & 0xFFFFFFFFFFFFFFFF, 9))
+        target_fields(Action.KILL.value, other, tree.get)
+        assert "signal.target_executable" not in other
+    assert {"signal.target_executable", "ptrace.target_executable"} <= set(FIELDS)

@@ -302,7 +302,10 @@ def test_credentials_ptrace_memfd_prctl_kill_bpf_module(watch: Watch, tmp_path: 
     one(events, "prctl", **{"prctl.option": 15})
     pt = one(events, "ptrace", **{"ptrace.request": 16})
     assert pt["ptrace.target_pid"] > 0
-    one(events, "kill", **{"signal.number": 9, "signal.target_pid": pt["ptrace.target_pid"]})
+    # the target is a fork of the tracer (no exec): the tree names its executable, the tracer's own
+    assert pt["ptrace.target_executable"] == pt["process.executable"]
+    kill = one(events, "kill", **{"signal.number": 9, "signal.target_pid": pt["ptrace.target_pid"]})
+    assert kill["signal.target_executable"] == pt["process.executable"]
     bpf = one(events, "bpf_load", **{"process.pid": pid})
     assert bpf["bpf.prog_type"] == 1 and bpf["bpf.prog_name"] == "assay_t"
     mod = one(events, "module_load", **{"process.pid": pid})

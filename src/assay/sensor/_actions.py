@@ -9,6 +9,7 @@ arguments (paths resolved to absolute where the source knows the directory), a s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from assay.events import Action
@@ -89,6 +90,26 @@ def kill_worth_reporting(sc: Syscall, args: tuple[int, ...], pid: int, tid: int)
     sig = args[2] if sc.name == "tgkill" else args[1]
     target = s32(args[0])
     return sig != 0 and target not in (pid, tid)
+
+
+# A signal or a trace names its target by pid alone; what that pid runs is what a rule needs (a kill of a
+# database daemon, a trace of sshd), and only the process tree still knows it once the target is gone.
+_TARGETS = {
+    _KILL: ("signal.target_pid", "signal.target_executable"),
+    _PTRACE: ("ptrace.target_pid", "ptrace.target_executable"),
+}
+
+
+def target_fields(action: str, f: dict[str, Any], by_pid: Callable[[int], Any]) -> None:
+    """Add the executable of a kill's or a ptrace's target process, when the process tree knows it."""
+    keys = _TARGETS.get(action)
+    if keys is None:
+        return
+    pid = f.get(keys[0])
+    if isinstance(pid, int) and pid > 0:  # 0 and negative pids name process groups, not one process
+        info = by_pid(pid)
+        if info is not None and info.executable:
+            f[keys[1]] = info.executable
 
 
 def syscall_fields(

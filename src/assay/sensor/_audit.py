@@ -25,7 +25,7 @@ from assay.errors import SensorError
 from assay.events import Action, Event
 from assay.sensor import _audit_netlink as N
 from assay.sensor import _audit_parse as P
-from assay.sensor._actions import join_path, kill_worth_reporting, syscall_fields
+from assay.sensor._actions import join_path, kill_worth_reporting, syscall_fields, target_fields
 from assay.sensor._noise import SelfNoise
 from assay.sensor._sensitive import DEFAULT_SENSITIVE_PATHS, compile_paths
 from assay.sensor._source import Source
@@ -406,6 +406,7 @@ class AuditSource(Source):
         if sc.fd_path < 6:
             strs[5] = strs[0]  # audit names the file itself where eBPF resolves the fd
         syscall_fields(sc, action, f, args, strs, blob, ret, 0)
+        target_fields(action, f, self.tree.by_pid)
         if action == Action.ACCEPT and blob:
             # the SOCKADDR of accept is the peer, which connected in: the source
             from assay.sensor._net import parse_sockaddr

@@ -41,6 +41,7 @@ from assay.sensor._actions import (
     open_flags,
     socket_fields,
     syscall_fields,
+    target_fields,
 )
 from assay.sensor._syscalls import Syscall
 from assay.sensor._tree import (
@@ -58,7 +59,8 @@ _NS_PER_TICK = 10_000_000  # USER_HZ = 100
 _new = object.__new__
 _EINPROGRESS = 115
 _EXEC, _FORK, _EXIT = Action.EXEC.value, Action.FORK.value, Action.EXIT.value
-_KILL, _READ_SENSITIVE = Action.KILL.value, Action.FILE_READ_SENSITIVE.value
+_KILL, _PTRACE = Action.KILL.value, Action.PTRACE.value
+_READ_SENSITIVE = Action.FILE_READ_SENSITIVE.value
 
 # The common header without its context block and comm (skipped: compared as bytes, unpacked on a miss),
 # followed by each record type's own fields.
@@ -535,6 +537,8 @@ class Decoder:
             f["event.code"] = -ret
         f["syscall.name"] = sc.name
         syscall_fields(sc, action, f, args, strs, blob, ret, flags)
+        if action in (_KILL, _PTRACE):
+            target_fields(action, f, self._pid_get)
         if flags & _SOCK_FLAG:
             family, s_type, proto, lport, rport, _state, _pad, laddr, raddr = _SOCK.unpack_from(
                 buf, off + _SOCK_OFFSET
