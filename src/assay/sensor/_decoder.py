@@ -283,6 +283,8 @@ class Decoder:
         info = self._pid_get(pid)
         if info is None or info.start != start // _NS_PER_TICK:
             info = self._actor(buf, off)
+        # The cache test of _fresh(), written out: exits and syscalls are most of a storm's records, and a
+        # call per record costs more than the test itself.
         key = buf[off + _CTX : off + _CTX_END]
         ctx = info.cache
         parent = info.parent
@@ -511,6 +513,8 @@ class Decoder:
             info = self._actor(buf, off)
         if action == _KILL and not kill_worth_reporting(sc, args, pid, tid):
             return
+        # The cache test of _fresh(), written out: exits and syscalls are most of a storm's records, and a
+        # call per record costs more than the test itself.
         key = buf[off + _CTX : off + _CTX_END]
         ctx = info.cache
         parent = info.parent
