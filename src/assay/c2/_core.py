@@ -14,8 +14,9 @@ Cost per beacon is what makes a server scale (Caldera scans every agent on every
   without a notification). An idle beacon touches no lock another thread holds.
 
 Every change that matters (a new agent, a dispatched command, a result, a task queued for an agent outside
-any operation, the server-wide agent defaults, a deleted agent) is written through the :class:`Ledger` before
-the call returns; a restarted core starts from what the ledger holds.
+any operation, the server-wide agent defaults, a deleted agent, a kill and whether it reached its agent) is
+written through the :class:`Ledger` before the call returns; a restarted core starts from what the ledger
+holds.
 """
 
 from __future__ import annotations
@@ -271,7 +272,6 @@ class BeaconCore:
             if not delivered:  # queued before a restart: still to hand out, once
                 self._tasks.setdefault(paw, []).append(task)
             self._task_ids[task.id] = paw  # delivered before a restart: its result is still welcome
-        self._kill_delivered: set[str] = set()
 
     # -- notifications from the operation service --------------------------------------------------------
     def notify(self, paw: str) -> None:
@@ -322,7 +322,11 @@ class BeaconCore:
             self._paw_by_key[key_digest] = profile.paw
             self._key_of[profile.paw] = key_digest
             self._maybe_work.add(profile.paw)
-            self._kill_delivered.discard(profile.paw)
+            settings = self.settings.get(profile.paw)
+            if settings is not None and settings.kill_delivered:  # a kill still pending goes out anew
+                settings = replace(settings, kill_delivered=False)
+                self.ledger.save_settings(profile.paw, settings, now)
+                self.settings[profile.paw] = settings
             self.ledger.audit([AuditEntry(now, "enrol", paw=profile.paw, data={"host": profile.host})])
             if deadman:
                 self._queue_deadman(profile)
@@ -436,7 +440,7 @@ class BeaconCore:
         """Caldera's ``alive`` / ``dead`` / ``pending kill``."""
         settings = self._settings_for(agent.paw)
         if settings.pending_kill:
-            return "dead" if agent.paw in self._kill_delivered else "pending kill"
+            return "dead" if settings.kill_delivered else "pending kill"
         silent = self.clock() - agent.last_seen
         return "dead" if silent > settings.sleep_max + self.defaults.untrusted_timer else "alive"
 
@@ -447,7 +451,7 @@ class BeaconCore:
         """``(sleep, watchdog)`` for a Caldera reply: sleep drawn in [sleep_min, sleep_max] per beacon."""
         s = self._settings_for(paw)
         if s.pending_kill:
-            self._kill_delivered.add(paw)
+            self.kill_delivered(paw)
             return 3, 1  # Caldera's kill: the agent's watchdog ends its loop at its next check
         return random.randint(s.sleep_min, s.sleep_max), s.watchdog
 
@@ -455,7 +459,16 @@ class BeaconCore:
         return self._settings_for(paw).pending_kill
 
     def kill_delivered(self, paw: str) -> None:
-        self._kill_delivered.add(paw)
+        """The pending kill is in the reply about to leave: stored once (a restart keeps ``dead``)."""
+        if self._settings_for(paw).kill_delivered:
+            return  # every later beacon of a killed agent writes nothing
+        with self._lock:
+            s = self.settings.get(paw)
+            if s is None or not s.pending_kill or s.kill_delivered:
+                return
+            new = replace(s, kill_delivered=True)
+            self.ledger.save_settings(paw, new, self.clock())
+            self.settings[paw] = new
 
     def update_agent(self, paw: str, changes: Mapping[str, Any], principal: str | None = None) -> Agent:
         """Caldera's PATCH: ``sleep_min``, ``sleep_max``, ``watchdog``, ``group``, ``trusted``; validated."""
@@ -495,10 +508,16 @@ class BeaconCore:
             agent = self.agents.get(paw)
             if agent is None:
                 raise Refused("no such agent", Source(agent=paw), status=404)
-            new = replace(self._settings_for(paw), pending_kill=True, sleep_min=3, sleep_max=3, watchdog=1)
+            new = replace(
+                self._settings_for(paw),
+                pending_kill=True,
+                kill_delivered=False,
+                sleep_min=3,
+                sleep_max=3,
+                watchdog=1,
+            )
             self.ledger.save_settings(paw, new, now)
             self.settings[paw] = new
-            self._kill_delivered.discard(paw)
             self.ledger.audit([AuditEntry(now, "agent", principal=principal, paw=paw, data={"kill": True})])
         self.on_ready(paw)  # a held native beacon answers at once
         return agent
@@ -525,7 +544,6 @@ class BeaconCore:
             self._maybe_work.discard(paw)
             self._last_look.pop(paw, None)
             self._unsaved_seen.pop(paw, None)
-            self._kill_delivered.discard(paw)
             self.ledger.audit([AuditEntry(now, "agent", principal=principal, paw=paw, data={"delete": True})])
         self.on_ready(paw)  # a held native beacon answers at once (and learns its key is gone)
         return agent

@@ -1,7 +1,8 @@
 """What the C2 server keeps beside agents and links: agent settings, the audit trail, last-seen times.
 
-- ``agent_settings``: per agent, what an operator changed (sleep, watchdog, a pending kill) and the parts of
-  a Caldera profile Assay stores as given (``proxy_receivers``, ``host_ip_addrs``...).
+- ``agent_settings``: per agent, what an operator changed (sleep, watchdog, a pending kill, and whether that
+  kill reached the agent) and the parts of a Caldera profile Assay stores as given (``proxy_receivers``,
+  ``host_ip_addrs``...).
 - ``audit``: every dispatched command and every state-changing API call, with who (which key) and when.
   Append-only; the server never updates or deletes a row.
 - ``agent_tasks``: commands for an agent outside any operation (Caldera's deadman abilities), from queued to
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    false,
     func,
     select,
     update,
@@ -50,6 +52,7 @@ class AgentSettingsRow(Base):
     sleep_max: Mapped[int] = mapped_column(Integer)
     watchdog: Mapped[int] = mapped_column(Integer)
     pending_kill: Mapped[bool] = mapped_column(Boolean)
+    kill_delivered: Mapped[bool] = mapped_column(Boolean, server_default=false())  # the agent got the kill
     profile: Mapped[dict[str, Any]] = mapped_column(JsonType)  # Caldera profile fields kept as given
     updated_at: Mapped[float] = mapped_column(Double)
 
@@ -134,6 +137,7 @@ class C2Records:
             sleep_max=settings.sleep_max,
             watchdog=settings.watchdog,
             pending_kill=settings.pending_kill,
+            kill_delivered=settings.kill_delivered,
             profile=dict(settings.profile),
             updated_at=now,
         )
@@ -142,7 +146,9 @@ class C2Records:
     def settings(self) -> dict[str, AgentSettings]:
         with self.db.session() as session:
             return {
-                r.paw: AgentSettings(r.sleep_min, r.sleep_max, r.watchdog, r.pending_kill, dict(r.profile))
+                r.paw: AgentSettings(
+                    r.sleep_min, r.sleep_max, r.watchdog, r.pending_kill, dict(r.profile), r.kill_delivered
+                )
                 for r in session.scalars(select(AgentSettingsRow))
             }
 
