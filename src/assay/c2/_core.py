@@ -68,6 +68,14 @@ class Ledger(Protocol):
     """Where the core writes what it changes (``assay.api`` wires the store; :class:`MemoryLedger`: tests)."""
 
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None: ...
+    def register_agent(
+        self,
+        agent: Agent,
+        key_digest: str | None,
+        settings: AgentSettings | None,
+        tasks: Iterable[tuple[str, Instruction]],
+        now: float,
+    ) -> None: ...
     def agents(self) -> list[Agent]: ...
     def agent_key_digest(self, paw: str) -> str | None: ...
     def link(self, link_id: str) -> Link | None: ...
@@ -77,7 +85,6 @@ class Ledger(Protocol):
     def settings(self) -> dict[str, AgentSettings]: ...
     def touch(self, last_seen: Mapping[str, float]) -> None: ...
     def audit(self, entries: Iterable[AuditEntry]) -> None: ...
-    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None: ...
     def open_tasks(self) -> list[tuple[str, Instruction, bool]]: ...
     def deliver_tasks(self, task_ids: Iterable[str], now: float) -> None: ...
     def finish_task(self, result: Result, paw: str, received_at: float) -> None: ...
@@ -110,6 +117,20 @@ class MemoryLedger:
             replace(agent),
             key_digest if key_digest is not None else (old[1] if old else None),
         )
+
+    def register_agent(
+        self,
+        agent: Agent,
+        key_digest: str | None,
+        settings: AgentSettings | None,
+        tasks: Iterable[tuple[str, Instruction]],
+        now: float,
+    ) -> None:
+        self.save_agent(agent, key_digest)
+        if settings is not None:
+            self.save_settings(agent.paw, settings, now)
+        for _ability, task in tasks:
+            self.task_rows[task.id] = [agent.paw, task, None, None]
 
     def agents(self) -> list[Agent]:
         return [replace(a) for a, _ in self.agent_rows.values()]
@@ -156,10 +177,6 @@ class MemoryLedger:
 
     def audit(self, entries: Iterable[AuditEntry]) -> None:
         self.audit_rows.extend(entries)
-
-    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
-        for _ability, task in tasks:
-            self.task_rows[task.id] = [paw, task, None, None]
 
     def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
         return [(r[0], r[1], r[2] is not None) for r in self.task_rows.values() if r[3] is None]
@@ -314,7 +331,16 @@ class BeaconCore:
                 profile.trusted = old.trusted  # re-enrolling does not lift an operator's distrust
             key = new_secret()
             key_digest = digest(key)
-            self.ledger.save_agent(profile, key_digest)
+            settings = self.settings.get(profile.paw)
+            if settings is not None and settings.kill_delivered:  # a kill still pending goes out anew
+                settings = replace(settings, kill_delivered=False)
+            else:
+                settings = None
+            tasks = self._deadman_tasks(profile) if deadman else []
+            self.ledger.register_agent(profile, key_digest, settings, tasks, now)  # all or nothing
+            if settings is not None:
+                self.settings[profile.paw] = settings
+            self._queue_tasks(profile.paw, tasks)
             stale = self._key_of.get(profile.paw)
             if stale is not None:
                 self._paw_by_key.pop(stale, None)  # re-enrolment revokes the previous key
@@ -322,14 +348,7 @@ class BeaconCore:
             self._paw_by_key[key_digest] = profile.paw
             self._key_of[profile.paw] = key_digest
             self._maybe_work.add(profile.paw)
-            settings = self.settings.get(profile.paw)
-            if settings is not None and settings.kill_delivered:  # a kill still pending goes out anew
-                settings = replace(settings, kill_delivered=False)
-                self.ledger.save_settings(profile.paw, settings, now)
-                self.settings[profile.paw] = settings
             self.ledger.audit([AuditEntry(now, "enrol", paw=profile.paw, data={"host": profile.host})])
-            if deadman:
-                self._queue_deadman(profile)
         self.operations.agent_joined(profile)
         return profile, key
 
@@ -370,16 +389,15 @@ class BeaconCore:
                 )
                 if settings.sleep_min > settings.sleep_max:  # only one of them given: keep them ordered
                     settings = replace(settings, sleep_max=settings.sleep_min)
-                self.ledger.save_agent(profile)
-                self.ledger.save_settings(paw, settings, now)
+                tasks = self._deadman_tasks(profile) if extras.get("deadman_enabled") is True else []
+                self.ledger.register_agent(profile, None, settings, tasks, now)  # all or nothing
                 self.agents[paw] = profile
                 self.settings[paw] = settings
+                self._queue_tasks(paw, tasks)
                 self._maybe_work.add(paw)
                 self.ledger.audit([AuditEntry(now, "register", paw=paw, data={"host": profile.host})])
                 agent = profile
                 joined = True
-                if extras.get("deadman_enabled") is True:
-                    self._queue_deadman(agent)
             else:
                 changed = [
                     f for f in _PROFILE_FIELDS if f in present and getattr(old, f) != getattr(profile, f)
@@ -574,8 +592,9 @@ class BeaconCore:
         return new
 
     # -- agent tasks outside operations (Caldera's deadman abilities) ---------------------------------------
-    def _queue_deadman(self, agent: Agent) -> None:
-        """Queue the deadman abilities for ``agent``; stored before they can be handed out."""
+    def _deadman_tasks(self, agent: Agent) -> list[tuple[str, Instruction]]:
+        """The deadman abilities for ``agent`` as ``(ability_id, task)``; the caller stores them with the
+        agent (:meth:`Ledger.register_agent`) before they can be handed out."""
         library: Library = self.operations.library
         tasks: list[tuple[str, Instruction]] = []
         for ability_id in self.defaults.deadman_abilities:
@@ -598,12 +617,13 @@ class BeaconCore:
                 deadman=True,
             )
             tasks.append((ability_id, task))
-        if not tasks:
-            return
-        self.ledger.save_tasks(agent.paw, tasks, self.clock())
+        return tasks
+
+    def _queue_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]]) -> None:
+        """Queue stored tasks in memory, to be handed out at ``paw``'s next beacon."""
         for _ability_id, task in tasks:
-            self._tasks.setdefault(agent.paw, []).append(task)
-            self._task_ids[task.id] = agent.paw
+            self._tasks.setdefault(paw, []).append(task)
+            self._task_ids[task.id] = paw
 
     # -- work ----------------------------------------------------------------------------------------------
     def beacon(self, paw: str) -> list[Instruction]:
