@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from assay.c2 import (
 )
 from assay.content import Ability, Adversary, Executor, Library, Safety
 from assay.emulation import Agent, LinkStatus, OperationService, OperationState, Result
-from assay.errors import C2Error, EmulationError
+from assay.errors import C2Error, EmulationError, StorageError
 
 
 def _library() -> Library:
@@ -354,3 +355,57 @@ def test_deleting_an_agent_drops_its_record_settings_key_and_tasks_and_it_may_re
     assert again is not cal and c.settings_of("cal").watchdog == 0  # anew, with today's defaults
     (task,) = c.beacon("cal")
     assert task.deadman and native.paw == "nat"
+
+
+def test_a_delivered_kill_is_stored_once_and_a_restart_keeps_the_agent_dead() -> None:
+    ledger, clock, library = MemoryLedger(), Clock(), _library()
+    first = _restarted(ledger, library, clock)
+    first.register(Agent("cal", host="h"), {}, {"watchdog": 30})
+    first.update_agent("cal", {"watchdog": 5}, principal="api:admin")
+    first.kill("cal", principal="api:admin")
+    native, _key = first.enrol(Agent("nat", host="h2"))
+    first.kill("nat")
+
+    second = _restarted(ledger, library, clock)  # killed before either agent beaconed: still to deliver
+    assert [second.status(second.agents[p]) for p in ("cal", "nat")] == ["pending kill"] * 2
+    assert second.timing("cal") == (3, 1)  # the Caldera reply carries the kill
+    second.kill_delivered("nat")  # the native reply carries it
+    assert ledger.settings()["cal"].kill_delivered and ledger.settings()["nat"].kill_delivered
+    stored = ledger.settings()
+    second.timing("cal")  # a later beacon of a killed agent rewrites nothing
+    assert ledger.settings() == stored
+
+    third = _restarted(ledger, library, clock)  # kill -9 after delivery: the agents stopped
+    assert [third.status(third.agents[p]) for p in ("cal", "nat")] == ["dead"] * 2
+    third.kill("cal")  # killed again: pending until the next reply carries it
+    assert third.status(third.agents["cal"]) == "pending kill"
+    assert not _restarted(ledger, library, clock).settings_of("cal").kill_delivered
+    third.enrol(native)  # a re-enrolled native agent is told to stop again
+    assert _restarted(ledger, library, clock).status(native) == "pending kill"
+
+
+class _FailingLedger(MemoryLedger):
+    """A ledger whose registration write fails, as a database error or a crash mid-write would."""
+
+    def register_agent(self, *args: Any, **kwargs: Any) -> None:
+        raise StorageError("agent registration failed: disk full")
+
+
+def test_an_agent_and_its_deadman_tasks_are_registered_in_one_write_or_not_at_all() -> None:
+    ledger, clock, library = MemoryLedger(), Clock(), _library()
+    c = _restarted(ledger, library, clock)
+    c.update_defaults({"deadman_abilities": ["a"]})
+    writes = ledger.agent_writes
+    c.register(Agent("cal", host="h"), {"deadman_enabled": True}, {})
+    c.enrol(Agent("nat", host="h2"), deadman=True)
+    assert ledger.agent_writes == writes + 2  # one registration write each, tasks included
+    assert sorted(p for p, _, _ in ledger.open_tasks()) == ["cal", "nat"]
+
+    failing = _FailingLedger(defaults_row=ledger.defaults_row)
+    f = _restarted(failing, library, clock)
+    with pytest.raises(StorageError):
+        f.register(Agent("cal", host="h"), {"deadman_enabled": True}, {})
+    with pytest.raises(StorageError):
+        f.enrol(Agent("nat", host="h2"), deadman=True)
+    assert failing.agent_rows == {} and failing.settings_rows == {} and failing.task_rows == {}
+    assert f.agents == {} and not f.may_have_work("cal") and not f.may_have_work("nat")  # nor in memory

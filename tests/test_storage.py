@@ -10,11 +10,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from assay.c2 import AgentSettings, Instruction
 from assay.content import Ability, Adversary, Executor, Privilege, Safety
 from assay.emulation import Agent, AtomicPlanner, LinkStatus, Operation, OperationState, Result, SkipReason
 from assay.errors import StorageError
 from assay.events import Alert, Event, Suppression, entity_id
-from assay.storage import Store, normalize_url
+from assay.storage import C2Records, Store, normalize_url
 from assay.storage._schema import Base
 
 
@@ -185,3 +186,22 @@ def test_database_errors_are_storage_errors(tmp_path: Path) -> None:
         Store.open("sqlite://:bad:port/x")
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("rel/assay.db").startswith("sqlite:////")
+
+
+def test_an_agent_its_settings_and_its_deadman_tasks_are_stored_all_or_none(store: Store) -> None:
+    records = C2Records(store.db)
+    task = Instruction("deadman-1", "", "sh", "echo a", timeout=60, cleanup=False, deadman=True)
+    settings = AgentSettings(5, 9, 30, profile={"deadman_enabled": True})
+    records.register_agent(Agent("one", host="h"), "digest-one", settings, [("a", task)], 1.0)
+    assert [a.paw for a in store.agents()] == ["one"] and store.agent_key_digest("one") == "digest-one"
+    assert records.settings() == {"one": settings}
+    assert records.open_tasks() == [("one", task, False)]
+
+    # The task row fails (its id is taken) after the agent and settings rows went in: none of them stays.
+    with pytest.raises(StorageError, match="agent registration failed"):
+        records.register_agent(Agent("two", host="h2"), None, settings, [("a", task)], 2.0)
+    assert [a.paw for a in store.agents()] == ["one"] and set(records.settings()) == {"one"}
+    assert records.open_tasks() == [("one", task, False)]
+
+    records.register_agent(Agent("one", host="moved"), None, None, [], 3.0)  # no key given: kept
+    assert store.agent_key_digest("one") == "digest-one" and store.agents()[0].host == "moved"

@@ -163,3 +163,32 @@ def test_delete_agent_removes_record_settings_and_tasks_and_the_agent_may_come_b
         assert {"delete": True} in [e["data"] for e in trail]
     finally:
         stop(server.process)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_delivered_kill_survives_kill_9_and_the_agent_stays_dead(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    db_args = ("--db", request.getfixturevalue("postgres_url")) if backend == "postgres" else ()
+    args = ("--content", str(write_content(tmp_path)), "--caldera-compat", *db_args)
+    server = start_server(tmp_path / "data", *args)
+    try:
+        profile = {"paw": "killpaw", "platform": "linux", "executors": ["sh"], "group": "kill"}
+        _caldera_beacon(server, profile)
+        assert server.call("PATCH", "/api/v2/agents/killpaw", {"watchdog": 40})[0] == 200
+        status, killed = server.call("POST", "/api/v2/agents/kill/killpaw")
+        assert status == 200 and killed["status"] == "pending kill" and killed["pending_kill"]
+
+        server = _restart(server, args)  # before the agent beaconed: the kill is still to deliver
+        _, agent = server.call("GET", "/api/v2/agents/killpaw")
+        assert agent["status"] == "pending kill"
+        reply = _caldera_beacon(server, profile)
+        assert (reply["sleep"], reply["watchdog"]) == (3, 1)  # the kill: the agent stops
+        _, agent = server.call("GET", "/api/v2/agents/killpaw")
+        assert agent["status"] == "dead"
+
+        server = _restart(server, args)  # after delivery: the agent stopped and stays dead
+        _, agent = server.call("GET", "/api/v2/agents/killpaw")
+        assert agent["status"] == "dead" and agent["pending_kill"]
+    finally:
+        stop(server.process)

@@ -63,6 +63,16 @@ class C2Ledger:
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None:
         self.store.save_agent(agent, key_digest)
 
+    def register_agent(
+        self,
+        agent: Agent,
+        key_digest: str | None,
+        settings: AgentSettings | None,
+        tasks: Iterable[tuple[str, Instruction]],
+        now: float,
+    ) -> None:
+        self.records.register_agent(agent, key_digest, settings, tasks, now)
+
     def agents(self) -> list[Agent]:
         return self.store.agents()
 
@@ -89,9 +99,6 @@ class C2Ledger:
 
     def audit(self, entries: Iterable[AuditEntry]) -> None:
         self.records.audit(entries)
-
-    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
-        self.records.save_tasks(paw, tasks, now)
 
     def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
         return self.records.open_tasks()

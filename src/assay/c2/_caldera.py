@@ -383,5 +383,8 @@ class CalderaContact:
                 )
         elif core.may_have_work(paw):
             instructions = await self._run_sync(core.beacon, paw)
-        sleep, watchdog = core.timing(paw)
+        if core.kill_pending(paw):  # the reply carries the kill: its delivery is stored, off the event loop
+            sleep, watchdog = await self._run_sync(core.timing, paw)
+        else:
+            sleep, watchdog = core.timing(paw)
         return encode_reply(paw, sleep, watchdog, instructions)

@@ -14,8 +14,9 @@ Cost per beacon is what makes a server scale (Caldera scans every agent on every
   without a notification). An idle beacon touches no lock another thread holds.
 
 Every change that matters (a new agent, a dispatched command, a result, a task queued for an agent outside
-any operation, the server-wide agent defaults, a deleted agent) is written through the :class:`Ledger` before
-the call returns; a restarted core starts from what the ledger holds.
+any operation, the server-wide agent defaults, a deleted agent, a kill and whether it reached its agent) is
+written through the :class:`Ledger` before the call returns; a restarted core starts from what the ledger
+holds.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class Ledger(Protocol):
     """Where the core writes what it changes (``assay.api`` wires the store; :class:`MemoryLedger`: tests)."""
 
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None: ...
+    def register_agent(
+        self,
+        agent: Agent,
+        key_digest: str | None,
+        settings: AgentSettings | None,
+        tasks: Iterable[tuple[str, Instruction]],
+        now: float,
+    ) -> None: ...
     def agents(self) -> list[Agent]: ...
     def agent_key_digest(self, paw: str) -> str | None: ...
     def link(self, link_id: str) -> Link | None: ...
@@ -76,7 +85,6 @@ class Ledger(Protocol):
     def settings(self) -> dict[str, AgentSettings]: ...
     def touch(self, last_seen: Mapping[str, float]) -> None: ...
     def audit(self, entries: Iterable[AuditEntry]) -> None: ...
-    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None: ...
     def open_tasks(self) -> list[tuple[str, Instruction, bool]]: ...
     def deliver_tasks(self, task_ids: Iterable[str], now: float) -> None: ...
     def finish_task(self, result: Result, paw: str, received_at: float) -> None: ...
@@ -109,6 +117,20 @@ class MemoryLedger:
             replace(agent),
             key_digest if key_digest is not None else (old[1] if old else None),
         )
+
+    def register_agent(
+        self,
+        agent: Agent,
+        key_digest: str | None,
+        settings: AgentSettings | None,
+        tasks: Iterable[tuple[str, Instruction]],
+        now: float,
+    ) -> None:
+        self.save_agent(agent, key_digest)
+        if settings is not None:
+            self.save_settings(agent.paw, settings, now)
+        for _ability, task in tasks:
+            self.task_rows[task.id] = [agent.paw, task, None, None]
 
     def agents(self) -> list[Agent]:
         return [replace(a) for a, _ in self.agent_rows.values()]
@@ -155,10 +177,6 @@ class MemoryLedger:
 
     def audit(self, entries: Iterable[AuditEntry]) -> None:
         self.audit_rows.extend(entries)
-
-    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
-        for _ability, task in tasks:
-            self.task_rows[task.id] = [paw, task, None, None]
 
     def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
         return [(r[0], r[1], r[2] is not None) for r in self.task_rows.values() if r[3] is None]
@@ -271,7 +289,6 @@ class BeaconCore:
             if not delivered:  # queued before a restart: still to hand out, once
                 self._tasks.setdefault(paw, []).append(task)
             self._task_ids[task.id] = paw  # delivered before a restart: its result is still welcome
-        self._kill_delivered: set[str] = set()
 
     # -- notifications from the operation service --------------------------------------------------------
     def notify(self, paw: str) -> None:
@@ -314,7 +331,16 @@ class BeaconCore:
                 profile.trusted = old.trusted  # re-enrolling does not lift an operator's distrust
             key = new_secret()
             key_digest = digest(key)
-            self.ledger.save_agent(profile, key_digest)
+            settings = self.settings.get(profile.paw)
+            if settings is not None and settings.kill_delivered:  # a kill still pending goes out anew
+                settings = replace(settings, kill_delivered=False)
+            else:
+                settings = None
+            tasks = self._deadman_tasks(profile) if deadman else []
+            self.ledger.register_agent(profile, key_digest, settings, tasks, now)  # all or nothing
+            if settings is not None:
+                self.settings[profile.paw] = settings
+            self._queue_tasks(profile.paw, tasks)
             stale = self._key_of.get(profile.paw)
             if stale is not None:
                 self._paw_by_key.pop(stale, None)  # re-enrolment revokes the previous key
@@ -322,10 +348,7 @@ class BeaconCore:
             self._paw_by_key[key_digest] = profile.paw
             self._key_of[profile.paw] = key_digest
             self._maybe_work.add(profile.paw)
-            self._kill_delivered.discard(profile.paw)
             self.ledger.audit([AuditEntry(now, "enrol", paw=profile.paw, data={"host": profile.host})])
-            if deadman:
-                self._queue_deadman(profile)
         self.operations.agent_joined(profile)
         return profile, key
 
@@ -366,16 +389,15 @@ class BeaconCore:
                 )
                 if settings.sleep_min > settings.sleep_max:  # only one of them given: keep them ordered
                     settings = replace(settings, sleep_max=settings.sleep_min)
-                self.ledger.save_agent(profile)
-                self.ledger.save_settings(paw, settings, now)
+                tasks = self._deadman_tasks(profile) if extras.get("deadman_enabled") is True else []
+                self.ledger.register_agent(profile, None, settings, tasks, now)  # all or nothing
                 self.agents[paw] = profile
                 self.settings[paw] = settings
+                self._queue_tasks(paw, tasks)
                 self._maybe_work.add(paw)
                 self.ledger.audit([AuditEntry(now, "register", paw=paw, data={"host": profile.host})])
                 agent = profile
                 joined = True
-                if extras.get("deadman_enabled") is True:
-                    self._queue_deadman(agent)
             else:
                 changed = [
                     f for f in _PROFILE_FIELDS if f in present and getattr(old, f) != getattr(profile, f)
@@ -436,7 +458,7 @@ class BeaconCore:
         """Caldera's ``alive`` / ``dead`` / ``pending kill``."""
         settings = self._settings_for(agent.paw)
         if settings.pending_kill:
-            return "dead" if agent.paw in self._kill_delivered else "pending kill"
+            return "dead" if settings.kill_delivered else "pending kill"
         silent = self.clock() - agent.last_seen
         return "dead" if silent > settings.sleep_max + self.defaults.untrusted_timer else "alive"
 
@@ -447,7 +469,7 @@ class BeaconCore:
         """``(sleep, watchdog)`` for a Caldera reply: sleep drawn in [sleep_min, sleep_max] per beacon."""
         s = self._settings_for(paw)
         if s.pending_kill:
-            self._kill_delivered.add(paw)
+            self.kill_delivered(paw)
             return 3, 1  # Caldera's kill: the agent's watchdog ends its loop at its next check
         return random.randint(s.sleep_min, s.sleep_max), s.watchdog
 
@@ -455,7 +477,16 @@ class BeaconCore:
         return self._settings_for(paw).pending_kill
 
     def kill_delivered(self, paw: str) -> None:
-        self._kill_delivered.add(paw)
+        """The pending kill is in the reply about to leave: stored once (a restart keeps ``dead``)."""
+        if self._settings_for(paw).kill_delivered:
+            return  # every later beacon of a killed agent writes nothing
+        with self._lock:
+            s = self.settings.get(paw)
+            if s is None or not s.pending_kill or s.kill_delivered:
+                return
+            new = replace(s, kill_delivered=True)
+            self.ledger.save_settings(paw, new, self.clock())
+            self.settings[paw] = new
 
     def update_agent(self, paw: str, changes: Mapping[str, Any], principal: str | None = None) -> Agent:
         """Caldera's PATCH: ``sleep_min``, ``sleep_max``, ``watchdog``, ``group``, ``trusted``; validated."""
@@ -495,10 +526,16 @@ class BeaconCore:
             agent = self.agents.get(paw)
             if agent is None:
                 raise Refused("no such agent", Source(agent=paw), status=404)
-            new = replace(self._settings_for(paw), pending_kill=True, sleep_min=3, sleep_max=3, watchdog=1)
+            new = replace(
+                self._settings_for(paw),
+                pending_kill=True,
+                kill_delivered=False,
+                sleep_min=3,
+                sleep_max=3,
+                watchdog=1,
+            )
             self.ledger.save_settings(paw, new, now)
             self.settings[paw] = new
-            self._kill_delivered.discard(paw)
             self.ledger.audit([AuditEntry(now, "agent", principal=principal, paw=paw, data={"kill": True})])
         self.on_ready(paw)  # a held native beacon answers at once
         return agent
@@ -525,7 +562,6 @@ class BeaconCore:
             self._maybe_work.discard(paw)
             self._last_look.pop(paw, None)
             self._unsaved_seen.pop(paw, None)
-            self._kill_delivered.discard(paw)
             self.ledger.audit([AuditEntry(now, "agent", principal=principal, paw=paw, data={"delete": True})])
         self.on_ready(paw)  # a held native beacon answers at once (and learns its key is gone)
         return agent
@@ -556,8 +592,9 @@ class BeaconCore:
         return new
 
     # -- agent tasks outside operations (Caldera's deadman abilities) ---------------------------------------
-    def _queue_deadman(self, agent: Agent) -> None:
-        """Queue the deadman abilities for ``agent``; stored before they can be handed out."""
+    def _deadman_tasks(self, agent: Agent) -> list[tuple[str, Instruction]]:
+        """The deadman abilities for ``agent`` as ``(ability_id, task)``; the caller stores them with the
+        agent (:meth:`Ledger.register_agent`) before they can be handed out."""
         library: Library = self.operations.library
         tasks: list[tuple[str, Instruction]] = []
         for ability_id in self.defaults.deadman_abilities:
@@ -580,12 +617,13 @@ class BeaconCore:
                 deadman=True,
             )
             tasks.append((ability_id, task))
-        if not tasks:
-            return
-        self.ledger.save_tasks(agent.paw, tasks, self.clock())
+        return tasks
+
+    def _queue_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]]) -> None:
+        """Queue stored tasks in memory, to be handed out at ``paw``'s next beacon."""
         for _ability_id, task in tasks:
-            self._tasks.setdefault(agent.paw, []).append(task)
-            self._task_ids[task.id] = agent.paw
+            self._tasks.setdefault(paw, []).append(task)
+            self._task_ids[task.id] = paw
 
     # -- work ----------------------------------------------------------------------------------------------
     def beacon(self, paw: str) -> list[Instruction]:

@@ -45,6 +45,7 @@ class AgentSettings:
     watchdog: int
     pending_kill: bool = False
     profile: Mapping[str, Any] = field(default_factory=dict)  # Caldera profile fields kept as given
+    kill_delivered: bool = False  # the pending kill reached the agent (it stopped): its status is ``dead``
 
 
 @dataclass(frozen=True, slots=True)

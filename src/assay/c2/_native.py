@@ -264,7 +264,7 @@ class NativeContact:
                         # Deleted through the API while held (its key is gone): the agent enrols again.
                         raise HTTPException(401, detail="this agent was deleted; enrol again")
                     if core.kill_pending(agent.paw):
-                        core.kill_delivered(agent.paw)
+                        await run_in_threadpool(core.kill_delivered, agent.paw)  # stored: off the loop
                         return BeaconResponse(paw=agent.paw, instructions=[], kill=True)
                     if core.may_have_work(agent.paw):
                         instructions = await run_in_threadpool(core.beacon, agent.paw)

@@ -1,10 +1,12 @@
 """What the C2 server keeps beside agents and links: agent settings, the audit trail, last-seen times.
 
-- ``agent_settings``: per agent, what an operator changed (sleep, watchdog, a pending kill) and the parts of
-  a Caldera profile Assay stores as given (``proxy_receivers``, ``host_ip_addrs``...).
+- ``agent_settings``: per agent, what an operator changed (sleep, watchdog, a pending kill, and whether that
+  kill reached the agent) and the parts of a Caldera profile Assay stores as given (``proxy_receivers``,
+  ``host_ip_addrs``...).
 - ``audit``: every dispatched command and every state-changing API call, with who (which key) and when.
   Append-only; the server never updates or deletes a row.
-- ``agent_tasks``: commands for an agent outside any operation (Caldera's deadman abilities), from queued to
+- ``agent_tasks``: commands for an agent outside any operation (Caldera's deadman abilities), queued in the
+  transaction that stores the agent (:meth:`C2Records.register_agent`: never an agent without its tasks), then
   delivered (handed out once, never again) to finished (its result stored in ``results`` in the same
   transaction), so a ``kill -9`` neither loses one nor hands it out twice.
 - ``server_settings``: server-wide settings changed through the API, by name (``agents``: the agent defaults
@@ -26,6 +28,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    false,
     func,
     select,
     update,
@@ -34,11 +37,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from assay.c2._model import AgentDefaults, AgentSettings, AuditEntry, Instruction
-from assay.emulation import Result
+from assay.emulation import Agent, Result
 from assay.errors import StorageError
 from assay.storage._database import Database
 from assay.storage._schema import AgentRow, AlertRow, Base, CredentialRow, EventRow, JsonType, RowId
-from assay.storage._store import result_row
+from assay.storage._store import agent_row, result_row
 
 AGENT_DEFAULTS = "agents"  # the server_settings row of PATCH /api/v2/config/agents
 
@@ -50,6 +53,7 @@ class AgentSettingsRow(Base):
     sleep_max: Mapped[int] = mapped_column(Integer)
     watchdog: Mapped[int] = mapped_column(Integer)
     pending_kill: Mapped[bool] = mapped_column(Boolean)
+    kill_delivered: Mapped[bool] = mapped_column(Boolean, server_default=false())  # the agent got the kill
     profile: Mapped[dict[str, Any]] = mapped_column(JsonType)  # Caldera profile fields kept as given
     updated_at: Mapped[float] = mapped_column(Double)
 
@@ -117,6 +121,33 @@ def _instruction(row: AgentTaskRow) -> Instruction:
     )
 
 
+def _settings_row(paw: str, settings: AgentSettings, now: float) -> AgentSettingsRow:
+    return AgentSettingsRow(
+        paw=paw,
+        sleep_min=settings.sleep_min,
+        sleep_max=settings.sleep_max,
+        watchdog=settings.watchdog,
+        pending_kill=settings.pending_kill,
+        kill_delivered=settings.kill_delivered,
+        profile=dict(settings.profile),
+        updated_at=now,
+    )
+
+
+def _task_rows(paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> list[AgentTaskRow]:
+    return [
+        AgentTaskRow(
+            id=i.id,
+            paw=paw,
+            kind="deadman" if i.deadman else "task",
+            ability_id=ability_id,
+            instruction=_instruction_data(i),
+            queued_at=now,
+        )
+        for ability_id, i in tasks
+    ]
+
+
 class C2Records:
     """Repository of the C2 tables over a :class:`Database` (the server's, shared with :class:`Store`)."""
 
@@ -126,43 +157,44 @@ class C2Records:
     def _commit(self, rows: Iterable[Any], *, merge: bool) -> None:
         self.db.write(rows, merge=merge, what="C2 write")
 
+    # -- agents joining ------------------------------------------------------------------------------------
+    def register_agent(
+        self,
+        agent: Agent,
+        key_digest: str | None,
+        settings: AgentSettings | None,
+        tasks: Iterable[tuple[str, Instruction]],
+        now: float,
+    ) -> None:
+        """Store a (re-)registered agent, its settings (if given) and its queued tasks (deadman) in one
+        transaction: a crash keeps all or none, never an agent without its tasks. ``key_digest`` ``None``
+        keeps the stored key."""
+        try:
+            with self.db.session() as session, session.begin():
+                if key_digest is None:
+                    old = session.get(AgentRow, agent.paw)
+                    key_digest = old.key_digest if old else None
+                session.merge(agent_row(agent, key_digest))
+                if settings is not None:
+                    session.merge(_settings_row(agent.paw, settings, now))
+                session.add_all(_task_rows(agent.paw, tasks, now))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"agent registration failed: {exc.__class__.__name__}: {exc}") from exc
+
     # -- agent settings ------------------------------------------------------------------------------------
     def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:
-        row = AgentSettingsRow(
-            paw=paw,
-            sleep_min=settings.sleep_min,
-            sleep_max=settings.sleep_max,
-            watchdog=settings.watchdog,
-            pending_kill=settings.pending_kill,
-            profile=dict(settings.profile),
-            updated_at=now,
-        )
-        self._commit([row], merge=True)
+        self._commit([_settings_row(paw, settings, now)], merge=True)
 
     def settings(self) -> dict[str, AgentSettings]:
         with self.db.session() as session:
             return {
-                r.paw: AgentSettings(r.sleep_min, r.sleep_max, r.watchdog, r.pending_kill, dict(r.profile))
+                r.paw: AgentSettings(
+                    r.sleep_min, r.sleep_max, r.watchdog, r.pending_kill, dict(r.profile), r.kill_delivered
+                )
                 for r in session.scalars(select(AgentSettingsRow))
             }
 
     # -- agent tasks outside operations (deadman) ----------------------------------------------------------
-    def save_tasks(self, paw: str, tasks: Iterable[tuple[str, Instruction]], now: float) -> None:
-        """Queue ``(ability_id, instruction)`` pairs for ``paw``, all in one transaction."""
-        rows = [
-            AgentTaskRow(
-                id=i.id,
-                paw=paw,
-                kind="deadman" if i.deadman else "task",
-                ability_id=ability_id,
-                instruction=_instruction_data(i),
-                queued_at=now,
-            )
-            for ability_id, i in tasks
-        ]
-        if rows:
-            self._commit(rows, merge=False)
-
     def open_tasks(self) -> list[tuple[str, Instruction, bool]]:
         """Every task without a result: ``(paw, instruction, delivered)``, oldest first."""
         query = select(AgentTaskRow).where(AgentTaskRow.finished_at.is_(None))

@@ -164,6 +164,14 @@ def _event_row(event: Event) -> EventRow:
     )
 
 
+def agent_row(agent: Agent, key_digest: str | None) -> AgentRow:
+    row = AgentRow(**{name: getattr(agent, name) for name in _AGENT_FIELDS})
+    row.executors = list(agent.executors)
+    row.privilege = str(agent.privilege)
+    row.key_digest = key_digest
+    return row
+
+
 def result_row(result: Result, paw: str, received_at: float, *, accepted: bool) -> ResultRow:
     """A result as the agent delivered it (also used for agent tasks outside operations, ``_c2``)."""
     data = {
@@ -209,15 +217,11 @@ class Store(EmulationRepository):
 
     # -- agents --------------------------------------------------------------------------------------------
     def save_agent(self, agent: Agent, key_digest: str | None = None) -> None:
-        row = AgentRow(**{name: getattr(agent, name) for name in _AGENT_FIELDS})
-        row.executors = list(agent.executors)
-        row.privilege = str(agent.privilege)
         if key_digest is None:
             with self.db.session() as session:
                 old = session.get(AgentRow, agent.paw)
                 key_digest = old.key_digest if old else None
-        row.key_digest = key_digest
-        self._write([row])
+        self._write([agent_row(agent, key_digest)])
 
     def agent(self, paw: str) -> Agent | None:
         with self.db.session() as session:
