@@ -169,17 +169,14 @@ class C2Records:
         """Store a (re-)registered agent, its settings (if given) and its queued tasks (deadman) in one
         transaction: a crash keeps all or none, never an agent without its tasks. ``key_digest`` ``None``
         keeps the stored key."""
-        try:
-            with self.db.session() as session, session.begin():
-                if key_digest is None:
-                    old = session.get(AgentRow, agent.paw)
-                    key_digest = old.key_digest if old else None
-                session.merge(agent_row(agent, key_digest))
-                if settings is not None:
-                    session.merge(_settings_row(agent.paw, settings, now))
-                session.add_all(_task_rows(agent.paw, tasks, now))
-        except SQLAlchemyError as exc:
-            raise StorageError(f"agent registration failed: {exc.__class__.__name__}: {exc}") from exc
+        with self.db.transaction("agent registration") as session:
+            if key_digest is None:
+                old = session.get(AgentRow, agent.paw)
+                key_digest = old.key_digest if old else None
+            session.merge(agent_row(agent, key_digest))
+            if settings is not None:
+                session.merge(_settings_row(agent.paw, settings, now))
+            session.add_all(_task_rows(agent.paw, tasks, now))
 
     # -- agent settings ------------------------------------------------------------------------------------
     def save_settings(self, paw: str, settings: AgentSettings, now: float) -> None:
@@ -213,19 +210,16 @@ class C2Records:
     def finish_task(self, result: Result, paw: str, received_at: float) -> None:
         """Store a task's result and mark the task finished, in one transaction (a crash keeps both or
         neither, so a re-sent result is accepted exactly once)."""
-        try:
-            with self.db.session() as session, session.begin():
-                session.add(result_row(result, paw, received_at, accepted=True))
-                session.execute(
-                    update(AgentTaskRow)
-                    .where(AgentTaskRow.id == result.link_id)
-                    .values(
-                        finished_at=received_at,
-                        delivered_at=func.coalesce(AgentTaskRow.delivered_at, received_at),
-                    )
+        with self.db.transaction("task result write") as session:
+            session.add(result_row(result, paw, received_at, accepted=True))
+            session.execute(
+                update(AgentTaskRow)
+                .where(AgentTaskRow.id == result.link_id)
+                .values(
+                    finished_at=received_at,
+                    delivered_at=func.coalesce(AgentTaskRow.delivered_at, received_at),
                 )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"task result write failed: {exc.__class__.__name__}: {exc}") from exc
+            )
 
     def task_owner(self, task_id: str) -> tuple[str, bool] | None:
         """``(paw, finished)`` of a stored task, or ``None``."""
@@ -237,15 +231,12 @@ class C2Records:
     def delete_agent(self, paw: str) -> bool:
         """Remove an agent, its settings and its tasks in one transaction (its links, results and audit
         rows stay: they are the record of what ran). Returns whether the agent existed."""
-        try:
-            with self.db.session() as session, session.begin():
-                found = session.get(AgentRow, paw) is not None
-                session.execute(delete(AgentTaskRow).where(AgentTaskRow.paw == paw))
-                session.execute(delete(AgentSettingsRow).where(AgentSettingsRow.paw == paw))
-                session.execute(delete(AgentRow).where(AgentRow.paw == paw))
-                return found
-        except SQLAlchemyError as exc:
-            raise StorageError(f"agent delete failed: {exc.__class__.__name__}: {exc}") from exc
+        with self.db.transaction("agent delete") as session:
+            found = session.get(AgentRow, paw) is not None
+            session.execute(delete(AgentTaskRow).where(AgentTaskRow.paw == paw))
+            session.execute(delete(AgentSettingsRow).where(AgentSettingsRow.paw == paw))
+            session.execute(delete(AgentRow).where(AgentRow.paw == paw))
+        return found
 
     # -- server-wide settings ------------------------------------------------------------------------------
     def save_agent_defaults(self, defaults: AgentDefaults, now: float) -> None:

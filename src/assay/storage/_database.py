@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +98,24 @@ class Database:
     def session(self) -> Session:
         return self.sessions()
 
-    def write(self, rows: Iterable[Any], *, merge: bool, what: str = "write") -> None:
-        """Store rows in one transaction: all of them or, on a database error, none (a StorageError)."""
+    @contextmanager
+    def transaction(self, what: str = "write") -> Iterator[Session]:
+        """A session in one transaction, committed when the block ends and rolled back on any error; a
+        database error (the commit's included) becomes a StorageError naming ``what``."""
         try:
             with self.session() as session, session.begin():
-                for row in rows:
-                    if merge:
-                        session.merge(row)
-                    else:
-                        session.add(row)
+                yield session
         except SQLAlchemyError as exc:
             raise StorageError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    def write(self, rows: Iterable[Any], *, merge: bool, what: str = "write") -> None:
+        """Store rows in one transaction: all of them or, on a database error, none (a StorageError)."""
+        with self.transaction(what) as session:
+            for row in rows:
+                if merge:
+                    session.merge(row)
+                else:
+                    session.add(row)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from assay.content import (
     Adjustment,
@@ -320,17 +319,9 @@ class EmulationRepository:
 
 
 def _merge(db: Database, rows: Sequence[Any]) -> None:
-    try:
-        with db.session() as session, session.begin():
-            for row in rows:
-                session.merge(row)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"write failed: {exc.__class__.__name__}: {exc}") from exc
+    db.write(rows, merge=True)
 
 
 def _delete(db: Database, statement: Any) -> None:
-    try:
-        with db.session() as session, session.begin():
-            session.execute(statement)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"delete failed: {exc.__class__.__name__}: {exc}") from exc
+    with db.transaction("delete") as session:
+        session.execute(statement)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from assay.content import Privilege
 from assay.emulation import (
@@ -302,13 +301,10 @@ class Store(EmulationRepository):
         if operation is not None:
             changes += [fact_row(operation.id, f) for f in facts]
             changes += [relationship_row(operation.id, r) for r in relationships]
-        try:
-            with self.db.session() as session, session.begin():
-                session.add(row)
-                for change in changes:
-                    session.merge(change)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"write failed: {exc.__class__.__name__}: {exc}") from exc
+        with self.db.transaction() as session:
+            session.add(row)
+            for change in changes:
+                session.merge(change)
 
     def results(self, link_id: str) -> list[dict[str, Any]]:
         query = select(ResultRow).where(ResultRow.link_id == link_id).order_by(ResultRow.id)
@@ -321,32 +317,29 @@ class Store(EmulationRepository):
     # -- telemetry -----------------------------------------------------------------------------------------
     def add_telemetry(self, events: Sequence[Event], alerts: Sequence[Alert]) -> tuple[int, int]:
         """Store a batch in one transaction; alerts already stored (same id) are not stored twice."""
-        try:
-            with self.db.session() as session, session.begin():
-                session.add_all([_event_row(e) for e in events])
-                ids = [a.id for a in alerts]
-                known = (
-                    set(session.scalars(select(AlertRow.alert_id).where(AlertRow.alert_id.in_(ids))))
-                    if ids
-                    else set()
+        with self.db.transaction("telemetry write") as session:
+            session.add_all([_event_row(e) for e in events])
+            ids = [a.id for a in alerts]
+            known = (
+                set(session.scalars(select(AlertRow.alert_id).where(AlertRow.alert_id.in_(ids))))
+                if ids
+                else set()
+            )
+            fresh: dict[str, Alert] = {}
+            for alert in alerts:
+                if alert.id not in known:
+                    fresh.setdefault(alert.id, alert)
+            session.add_all(
+                AlertRow(
+                    alert_id=a.id,
+                    timestamp=a.timestamp,
+                    rule_id=a.rule_id,
+                    entity_id=a.entity_id,
+                    suppressed=a.suppressed,
+                    data=alert_to_dict(a),
                 )
-                fresh: dict[str, Alert] = {}
-                for alert in alerts:
-                    if alert.id not in known:
-                        fresh.setdefault(alert.id, alert)
-                session.add_all(
-                    AlertRow(
-                        alert_id=a.id,
-                        timestamp=a.timestamp,
-                        rule_id=a.rule_id,
-                        entity_id=a.entity_id,
-                        suppressed=a.suppressed,
-                        data=alert_to_dict(a),
-                    )
-                    for a in fresh.values()
-                )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"telemetry write failed: {exc.__class__.__name__}: {exc}") from exc
+                for a in fresh.values()
+            )
         return len(events), len(fresh)
 
     def events(
