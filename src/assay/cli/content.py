@@ -60,8 +60,7 @@ def check(
             typer.echo(f"warning: {_where(warning)}{warning['message']}")
         for error in data["errors"]:
             typer.echo(f"error: {_where(error)}{error['message']}", err=True)
-        typer.echo(
-            f"{len(data['errors'])} error(s), {len(data['warnings'])} warning(s), {len(data['skips'])} skip(s)"
-        )
+        errors, warnings, skips = len(data["errors"]), len(data["warnings"]), len(data["skips"])
+        typer.echo(f"{errors} error(s), {warnings} warning(s), {skips} skip(s)")
     if data["errors"]:
         raise typer.Exit(code=1)

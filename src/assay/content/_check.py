@@ -71,7 +71,11 @@ def report(result: LoadResult) -> dict[str, Any]:
             if not _builtin_default(s.origin)
         ],
         "objectives": [
-            {"id": o.id, "name": o.name, "goals": [f"{g.target} {g.operator} {g.value} x{g.count}" for g in o.goals]}
+            {
+                "id": o.id,
+                "name": o.name,
+                "goals": [f"{g.target} {g.operator} {g.value} x{g.count}" for g in o.goals],
+            }
             for o in lib.objectives.values()
             if not _builtin_default(o.origin)
         ],

@@ -1,6 +1,7 @@
 """Caldera objective and planner YAML (stockpile's ``data/objectives``, ``data/planners``) → values.
 
-id: 495a9828-...   name: default   goals: [{target: exhaustion, value: complete, count: 1048576, operator: '=='}]
+id: 495a9828-...   name: default
+                   goals: [{target: exhaustion, value: complete, count: 1048576, operator: '=='}]
 id: aaa7c857-...   name: atomic    module: plugins.stockpile.app.atomic   params: {}
                    stopping_conditions: [{host.user.password: blah}]   ignore_enforcement_modules: []
 
@@ -57,11 +58,12 @@ def parse_objective(node: YMap, file: str, errors: ErrorCollector) -> Objective:
     raw = node.get("goals")
     if raw is not None and not isinstance(raw, YList):
         raise ContentError("'goals' must be a list", _at(file, node, "goals", "goals"))
-    for i, item in enumerate(raw or ()):
+    goal_list: YList = raw if raw is not None else YList()
+    for i, item in enumerate(goal_list):
         field = f"goals[{i}]"
         if not isinstance(item, YMap):
             raise ContentError(
-                "a goal must be a mapping {target, value, count, operator}", _at(file, raw, i, field)
+                "a goal must be a mapping {target, value, count, operator}", _at(file, goal_list, i, field)
             )
         target = _scalar(item.get("target"))
         if not target:
@@ -96,7 +98,7 @@ def parse_objective(node: YMap, file: str, errors: ErrorCollector) -> Objective:
 
 
 def planner_module(module: str) -> str:
-    """The Assay planner implementing a Caldera planner module (``plugins.stockpile.app.look_ahead``), or ''."""
+    """The Assay planner for a Caldera planner module (``plugins.stockpile.app.look_ahead``), or ''."""
     return PLANNER_MODULES.get(module.rsplit(".", 1)[-1], "")
 
 
@@ -118,11 +120,12 @@ def parse_planner(node: YMap, file: str, errors: ErrorCollector) -> PlannerDefin
             "'stopping_conditions' must be a list of {trait: value}",
             _at(file, node, "stopping_conditions", "stopping_conditions"),
         )
-    for i, item in enumerate(raw or ()):
+    condition_list: YList = raw if raw is not None else YList()
+    for i, item in enumerate(condition_list):
         if not isinstance(item, YMap) or not item:
             raise ContentError(
                 "a stopping condition must be a mapping {trait: value}",
-                _at(file, raw, i, f"stopping_conditions[{i}]"),
+                _at(file, condition_list, i, f"stopping_conditions[{i}]"),
             )
         conditions.extend((str(trait), _scalar(value)) for trait, value in item.items())
     ignored = node.get("ignore_enforcement_modules") or []

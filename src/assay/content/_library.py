@@ -133,7 +133,7 @@ def _load_file(path: Path, result: LoadResult) -> None:
                     definition.name,
                     f"duplicate planner id (first defined at {first_plan.origin}); the first is kept",
                     definition.origin,
-                )  # fmt: skip
+                )
             )
             return
         lib.planners[definition.id] = definition
@@ -194,8 +194,8 @@ def ability_skips(library: Library) -> list[ContentSkip]:
     for ability in library.abilities.values():
         for e in ability.executors:
             if e.unsupported:
-                out.append(ContentSkip("executor", ability.id, ability.name,
-                                       f"{e.platform}/{e.name}: {e.unsupported}", ability.origin))  # fmt: skip
+                reason = f"{e.platform}/{e.name}: {e.unsupported}"
+                out.append(ContentSkip("executor", ability.id, ability.name, reason, ability.origin))
         if runs_on_linux(ability):
             continue
         linux = [e for e in ability.executors if e.platform == "linux"]

@@ -137,7 +137,8 @@ class Executor:
     # Caldera executor keys Assay keeps but does not act on (`variations`, `code`, `language`, ...).
     additional_info: Mapping[str, Any] = field(default_factory=dict)
     # Why Assay will not run this executor (empty: it may). Valid Caldera content Assay cannot run, such as
-    # an executor Caldera's builder plugin compiles from `code`/`language`/`build_target`, loads with a reason.
+    # an executor Caldera's builder plugin compiles from `code`/`language`/`build_target`, loads with a
+    # reason.
     unsupported: str = ""
 
 
