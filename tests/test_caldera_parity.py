@@ -38,7 +38,15 @@ HARMLESS_ADVERSARY = "0b73bf34-fc5b-48f7-9194-dce993b915b1"
 
 
 def _check(path: Path) -> tuple[int, dict[str, object]]:
-    cmd = [sys.executable, "-c", "from assay.cli import main; main()", "content", "check", str(path), "--json"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from assay.cli import main; main()",
+        "content",
+        "check",
+        str(path),
+        "--json",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     return done.returncode, json.loads(done.stdout)
 
@@ -63,15 +71,21 @@ def test_stockpile_checkout_loads_with_zero_errors_and_every_skip_has_a_reason()
     skips = {(s["kind"], s["id"]): s["reason"] for s in data["skips"]}  # type: ignore[attr-defined]
     assert "builder plugin" in skips[("executor", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")]
     assert "language csharp" in skips[("executor", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")]
-    assert skips[("ability", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")] == "no Linux executor (platforms: windows)"
-    assert skips[("ability", "8c06ebf8-bacf-486b-bd77-21ba8c5a5777")] == "no Linux executor (platforms: darwin)"
+    assert (
+        skips[("ability", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")] == "no Linux executor (platforms: windows)"
+    )
+    assert (
+        skips[("ability", "8c06ebf8-bacf-486b-bd77-21ba8c5a5777")] == "no Linux executor (platforms: darwin)"
+    )
     linux_built = skips[("ability", "1f2e3d4c-5b6a-4798-8a6b-5c4d3e2f1a0b")]
     assert linux_built.startswith("no Linux executor Assay can run: compiled by Caldera's builder plugin")
     assert "no Assay planner" in skips[("planner", "48e1a882-1606-4910-8f2d-2352eb80cba2.yml")]
     assert "no Assay planner" in skips[("planner", "788107d5-dc1e-4204-9269-38df0186d3e7")]
     planners = {p["name"]: p["runs_as"] for p in data["planners"]}  # type: ignore[attr-defined]
-    assert planners == {"atomic": "atomic", "batch": "batch", "buckets": "buckets", "look ahead": "look_ahead",
-                        "guided": "guided", "naive bayes": None, "sequential": None}  # fmt: skip
+    assert planners == {
+        "atomic": "atomic", "batch": "batch", "buckets": "buckets", "look ahead": "look_ahead",
+        "guided": "guided", "naive bayes": None, "sequential": None,
+    }  # fmt: skip
     assert {s["name"] for s in data["sources"]} == {"basic", "Kerberoast Rubeus"}  # type: ignore[attr-defined]
     check = next(a for a in data["adversaries"] if a["name"] == "Check")  # type: ignore[attr-defined]
     assert check["missing_abilities"] == ["335cea7b-bec0-48c6-adfb-6066070f5f68"]
@@ -107,8 +121,8 @@ def test_basic_source_and_default_objective_always_exist_and_content_may_bring_i
     sequential = lib.planner_definition("sequential")
     assert sequential is not None and sequential.stopping_conditions == (("host.user.password", "blah"),)
     stage = lib.objective("Stage files")
-    assert [(g.target, g.operator, g.count) for g in stage.goals] == [("host.dir.staged", "*", 2),
-                                                                       ("host.user.name", "==", 1)]  # fmt: skip
+    goals = [(g.target, g.operator, g.count) for g in stage.goals]
+    assert goals == [("host.dir.staged", "*", 2), ("host.user.name", "==", 1)]
 
 
 def test_goal_operators_follow_caldera_goal_value_on_the_left() -> None:

@@ -192,9 +192,10 @@ def content_router(st: ServerState) -> APIRouter:
 
             @router.delete(f"/{plural}/{{item_id}}", name=f"delete {kind}", status_code=204)
             def delete(item_id: str) -> None:
-                get_one(kind, item_id)
+                item = get_one(kind, item_id)
                 if not st.store.delete_content(kind, item_id):
-                    raise HTTPException(409, detail=f"{kind} {item_id} comes from a file; remove it there")
+                    where = getattr(item, "origin", None) or "a file"
+                    raise HTTPException(409, detail=f"{kind} {item_id} comes from {where}; remove it there")
                 tables[kind].pop(item_id, None)
                 if kind == "source" and item_id == BASIC_SOURCE_ID:
                     tables[kind][item_id] = BASIC_SOURCE  # Caldera always has `basic`
