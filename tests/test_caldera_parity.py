@@ -57,19 +57,20 @@ def test_stockpile_checkout_loads_with_zero_errors_and_every_skip_has_a_reason()
     counts = data["counts"]
     assert isinstance(counts, dict)
     assert counts == {
-        "files": 26,  # data/ only: not .pre-commit-config.yaml, .github/, templates/
-        "abilities": 13,
+        "files": 27,  # data/ only: not .pre-commit-config.yaml, .github/, templates/
+        "abilities": 14,
         "linux_abilities": 9,
         "adversaries": 4,
         "sources": 2,
         "objectives": 2,
         "planners": 7,
-        "skips": 8,
+        "skips": 9,
         "errors": 0,
-        "warnings": 2,
+        "warnings": 3,
     }
     skips = {(s["kind"], s["id"]): s["reason"] for s in data["skips"]}  # type: ignore[attr-defined]
-    assert "builder plugin" in skips[("executor", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")]
+    # Stockpile's "Find LSASS": a psh command, and a cmd executor the builder plugin compiles (no command).
+    assert skips[("executor", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")].startswith("windows/cmd: compiled by")
     assert "language csharp" in skips[("executor", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")]
     assert (
         skips[("ability", "0bff4ee7-42a4-4bde-b09a-9d79d8b9edd7")] == "no Linux executor (platforms: windows)"
@@ -102,7 +103,7 @@ def test_caldera_and_plugin_layouts_load_the_same(tmp_path: Path, layout: str) -
     given = root if layout != "." else root / "data"
     result = load_paths([given])
     assert not result.errors.errors, [str(e) for e in result.errors.errors]
-    assert (len(result.library.abilities), len(result.library.adversaries), result.files) == (13, 4, 26)
+    assert (len(result.library.abilities), len(result.library.adversaries), result.files) == (14, 4, 27)
 
 
 def test_basic_source_and_default_objective_always_exist_and_content_may_bring_its_own() -> None:
