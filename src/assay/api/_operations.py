@@ -58,7 +58,9 @@ class OperationCreate(BaseModel):
     """Caldera's ``POST /api/v2/operations`` body, and Assay's own fields beside it.
 
     Assay differs on purpose: ``jitter`` defaults to ``"0/0"`` (links start the moment they exist; Caldera's
-    ``"2/8"`` can be given), and only ``safe`` abilities run unless ``max_safety`` opts in to more.
+    ``"2/8"`` can be given), and only ``safe`` abilities run unless ``max_safety`` opts in to more. On the
+    host, ``max_safety`` above ``safe`` lets ``disruptive`` abilities run; ``destructive`` ones run only when
+    ``sandbox`` is true, and a sandboxed operation runs only on sandboxed agents.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -74,6 +76,7 @@ class OperationCreate(BaseModel):
     visibility: int = Field(default=50, ge=1, le=100)
     state: Literal["running", "paused", "run_one_link"] = "running"
     max_safety: Literal["safe", "disruptive", "destructive"] = "safe"
+    sandbox: bool = False
     facts: list[FactIn] = Field(default_factory=list, max_length=10_000)
     link_grace: float = Field(default=30.0, ge=0.0, le=86_400.0)
     collect_timeout: float = Field(default=300.0, gt=0.0, le=86_400.0)
@@ -208,6 +211,7 @@ def operations_router(st: ServerState) -> APIRouter:
             visibility=body.visibility,
             source_id=body.source.id if body.source and body.source.id else None,
             max_safety=Safety(body.max_safety),
+            sandbox=body.sandbox,
             state=body.state,
             facts=[
                 (f.trait, str(f.value).lower() if isinstance(f.value, bool) else str(f.value), f.score)

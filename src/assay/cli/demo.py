@@ -25,11 +25,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from assay.cli._round import DEFAULT_ADVERSARY, LocalRound, RoundConfig
+from assay.cli._round import DEFAULT_ADVERSARY, DEFAULT_DB, LocalRound, RoundConfig
 from assay.cli._round import Progress as RoundProgress
 from assay.cli._table import print_delta, print_report
 from assay.errors import AssayError
 from assay.plugins import hookimpl
+from assay.storage import normalize_url
 from assay.validation import compare
 
 
@@ -62,6 +63,12 @@ def demo(
         list[Path] | None, typer.Option("--content", help="Extra abilities and adversaries.")
     ] = None,
     rules: Annotated[list[Path] | None, typer.Option("--rules", help="Extra Sigma rules.")] = None,
+    db: Annotated[
+        str,
+        typer.Option(
+            help="Database (a SQLite path or a URL) the round is stored in, with the rounds of earlier runs."
+        ),
+    ] = DEFAULT_DB,
 ) -> None:
     """Run the built-in adversary against this host and print what was detected, and why not."""
     console = Console()
@@ -79,6 +86,8 @@ def demo(
         rule_paths=list(rules or []),
         source=source,
         group="demo",
+        db_url=normalize_url(db),
+        kind="demo",
     )
     started = time.monotonic()
     with Progress(
@@ -121,3 +130,4 @@ def demo(
         f"({result.report.events_dropped} dropped); round took {elapsed:.1f} s"
     )
     console.print(f"report: {report.resolve()}   data and logs: {result.data_dir}")
+    console.print(f"round: {result.round_id} (stored in {db})")

@@ -22,6 +22,7 @@ from assay.emulation._linking import (
     parse_variable,
     prerequisite_failure,
     render,
+    safety_refusal,
     variables,
     with_prerequisites,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "planner",
     "prerequisite_failure",
     "render",
+    "safety_refusal",
     "seed",
     "unmet",
     "variables",

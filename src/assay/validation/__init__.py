@@ -11,6 +11,7 @@ from assay.validation._compare import RoundDelta, TechniqueChange, compare
 from assay.validation._inputs import RoundStore, StoredLink, link_record, round_inputs
 from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome, status_name
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
+from assay.validation._rounds import alert_links, digest_files
 
 __all__ = [
     "CLOCK_SLACK",
@@ -27,9 +28,11 @@ __all__ = [
     "Summary",
     "TechniqueChange",
     "TechniqueResult",
+    "alert_links",
     "attribute",
     "classify_link",
     "compare",
+    "digest_files",
     "is_mapped",
     "link_record",
     "resolve_roots",
