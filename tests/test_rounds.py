@@ -171,3 +171,19 @@ def test_the_server_lists_stored_rounds_and_serves_their_reports(tmp_path: Path)
         assert server.call("GET", "/api/v2/rounds/op-9")[1] == report
         assert server.call("GET", "/api/v2/rounds/missing")[0] == 404
         assert server.call("GET", "/api/v2/rounds", key=None)[0] == 401
+
+
+def test_an_operation_and_an_agent_keep_their_sandbox_across_storage(store: Store) -> None:
+    from assay.content import Adversary
+    from assay.emulation import Agent, Operation, planner
+
+    adversary = Adversary("adv", "adv", ())
+    op = Operation("op-s", "sandboxed", adversary, planner("atomic"), sandbox=True, created_at=T0)
+    store.save_operation(op)
+    store.save_agent(Agent("inside", sandbox="sbx-7"))
+    store.save_agent(Agent("outside"))
+    loaded = store.load_operation("op-s", {"adv": adversary})
+    assert loaded is not None and loaded.sandbox is True
+    inside, outside = store.agent("inside"), store.agent("outside")
+    assert inside is not None and inside.sandbox == "sbx-7"
+    assert outside is not None and outside.sandbox is None

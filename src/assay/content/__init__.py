@@ -9,7 +9,7 @@ tests imported as abilities, and the built-in library.
 from assay.content._atomic import needs_network, parse_atomic
 from assay.content._caldera import parse_ability, parse_adversary
 from assay.content._check import check_paths, problem, report
-from assay.content._library import LoadResult, builtin_paths, load_builtin, load_paths
+from assay.content._library import LoadResult, apply_overrides, builtin_paths, load_builtin, load_paths
 from assay.content._model import (
     BASIC_SOURCE_ID,
     DEFAULT_TIMEOUT,
@@ -36,6 +36,7 @@ from assay.content._model import (
     SeedFact,
     SeedRelationship,
 )
+from assay.content._safety import classify
 from assay.content._sources import check_rule_match, parse_source
 from assay.content._yaml import YList, YMap, load_yaml
 from assay.content.builtin import BUILTIN_ADVERSARY_ID
@@ -69,9 +70,11 @@ __all__ = [
     "SeedRelationship",
     "YList",
     "YMap",
+    "apply_overrides",
     "builtin_paths",
     "check_paths",
     "check_rule_match",
+    "classify",
     "load_builtin",
     "load_paths",
     "load_yaml",
