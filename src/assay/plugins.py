@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.rules",
     "assay.cli.sense",
     "assay.cli.serve",
+    "assay.cli.validate",
     "assay.cli.watch",
     "assay.content.builtin",
     "assay.detection._plugin",

@@ -291,6 +291,7 @@ class LocalRound:
                 "sensor_source": source,
                 "rules": len([r for r in engine.rules if r.supported]),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "profile": sorted(profile) if profile is not None else None,
             },
         )
         return report, engine

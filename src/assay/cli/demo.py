@@ -16,19 +16,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from assay.cli._round import DEFAULT_ADVERSARY, DEFAULT_DB, LocalRound, RoundConfig
-from assay.cli._round import Progress as RoundProgress
+from assay.cli._progress import run_round
+from assay.cli._round import DEFAULT_ADVERSARY, DEFAULT_DB, RoundConfig
 from assay.cli._table import print_delta, print_report
-from assay.errors import AssayError
 from assay.plugins import hookimpl
 from assay.storage import normalize_url
 from assay.validation import compare
@@ -90,29 +81,7 @@ def demo(
         kind="demo",
     )
     started = time.monotonic()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("starting server, agent and sensor", total=None)
-
-        def show(p: RoundProgress) -> None:
-            what = f"{p.state}: {p.current}" if p.current else p.state
-            progress.update(task, description=what, total=max(p.total, 1), completed=p.finished)
-
-        try:
-            result = LocalRound(config, on_progress=show).run()
-        except AssayError as exc:
-            progress.stop()
-            console.print(f"[red]round failed:[/] {exc}")
-            console.print(f"logs: {config.data_dir}")
-            raise typer.Exit(1) from exc
-        progress.update(task, description="done")
+    result = run_round(config, console)
     elapsed = time.monotonic() - started
 
     console.print()
