@@ -187,3 +187,137 @@ def test_an_operation_and_an_agent_keep_their_sandbox_across_storage(store: Stor
     inside, outside = store.agent("inside"), store.agent("outside")
     assert inside is not None and inside.sandbox == "sbx-7"
     assert outside is not None and outside.sandbox is None
+
+
+def _stored_round(url: str) -> tuple[str, str]:
+    """An operation of two links, its telemetry and a round scored from it, stored as a round would be;
+    the alert on T1082's link is stored as belonging to T1049's link instead (to see which one a re-score
+    uses). Returns (round id, operation id)."""
+    from assay.content import Adversary
+    from assay.emulation import Link, LinkStatus, Operation, planner
+    from assay.validation import round_inputs
+
+    adversary = Adversary("adv", "adv", ())
+    op = Operation("op-r", "r", adversary, planner("atomic"), created_at=T0, finished_at=T0 + 10)
+    links = [
+        Link(
+            f"L{i}",
+            "op-r",
+            "p",
+            f"ab{i}",
+            tid,
+            "discovery",
+            "sh",
+            "...",
+            seq=i,
+            host="h",
+            status=LinkStatus.SUCCESS,
+            pid=500 + i,
+            start_ticks=5,
+            started_at=T0 + i,
+            finished_at=T0 + i + 0.5,
+            exit_code=0,
+            planned_at=T0,
+        )
+        for i, tid in ((1, "T1082"), (2, "T1049"))
+    ]
+    events = [
+        Event.of(
+            Action.EXEC,
+            "synthetic",
+            T0 + i + 0.1,
+            host="h",
+            values={
+                "process.pid": 600 + i,
+                "process.entity_id": entity_id(600 + i, 9),
+                "process.ancestry": [entity_id(500 + i, 5)],
+                "process.name": "x",
+            },
+        )
+        for i in (1, 2)
+    ]
+    alert = Alert.for_events(rule_id="r", title="r", level="low", techniques=["T1082"], events=[events[0]])
+    store = Store.open(url)
+    try:
+        store.save_operation(op, links)
+        store.add_telemetry(events, [alert])
+        records, found, alerts = round_inputs(store, "op-r")
+        report = validate(
+            records,
+            found,
+            alerts,
+            mapped_techniques={"T1082", "T1049"},
+            consumed_actions={"exec"},
+            meta={"operation_id": "op-r", "profile": ["T1082", "T1049"]},
+        )
+        assert {t.technique_id: t.outcome for t in report.techniques} == {
+            "T1082": "detected",
+            "T1049": "missed_no_rule",
+        }
+        data = report.to_dict()
+        store.save_round(
+            RoundRecord(
+                "round-r", "demo", T0, data["summary"], data, operation_id="op-r", adversary_id="adv"
+            ),
+            [(alert.id, "L2")],  # not what lineage says: a re-score must keep the stored attribution
+        )
+    finally:
+        store.close()
+    return "round-r", "op-r"
+
+
+def _cli(*args: str, cwd: Path) -> Any:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from assay.cli import main; main()", "validate", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_rescore_keeps_the_stored_attribution_and_regressions_fail_the_command(tmp_path: Path) -> None:
+    import json
+
+    url = sqlite_url(tmp_path / "data")
+    round_id, _ = _stored_round(url)
+    out = tmp_path / "rescored.json"
+    done = _cli("--rescore", round_id, "--db", url, "--report", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rescored = json.loads(out.read_text())
+    outcomes = {t["technique_id"]: t["outcome"] for t in rescored["techniques"]}
+    # The stored attribution, not the lineage: the alert belongs to T1049's link.
+    assert outcomes == {"T1049": "detected", "T1082": "missed_no_rule"}
+    assert rescored["meta"]["rescored_from"] == round_id and rescored["meta"]["kind"] == "rescore"
+    assert rescored["summary"]["in_profile"] == 2
+    assert "regressed: T1082: detected -> missed_no_rule" in done.stdout
+    assert "newly detected: T1049: missed_no_rule -> detected" in done.stdout
+    store = Store.open(url, migrate=False)
+    try:
+        kinds = [(r.kind, r.rescored_from) for r in store.rounds()]
+    finally:
+        store.close()
+    assert kinds == [("demo", None), ("rescore", round_id)]
+
+
+def test_exit_codes_of_compare_and_fail_on_regression(tmp_path: Path) -> None:
+    import json
+
+    url = sqlite_url(tmp_path / "data")
+    round_id, _ = _stored_round(url)
+    out = tmp_path / "r.json"
+    first = _cli("--rescore", round_id, "--db", url, "--report", str(out), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    gated = _cli(
+        "--rescore", round_id, "--db", url, "--report", str(out), "--fail-on-regression", cwd=tmp_path
+    )
+    assert gated.returncode == 3 and "regressed: T1082" in gated.stdout
+    same = json.loads(out.read_text())
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(same))
+    unchanged = _cli("--rescore", round_id, "--db", url, "--report", str(out), "--compare", str(baseline),
+                     "--fail-on-regression", cwd=tmp_path)  # fmt: skip
+    assert unchanged.returncode == 0 and "no technique changed outcome" in unchanged.stdout
+    assert _cli("--rescore", "nope", "--db", url, cwd=tmp_path).returncode == 2
+    assert (
+        _cli("--rescore", round_id, "--db", url, "--compare", "missing-round", cwd=tmp_path).returncode == 2
+    )
+    assert _cli("--atomics", str(tmp_path), "--fail-on-regression", "--db", url, cwd=tmp_path).returncode == 2
