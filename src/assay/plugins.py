@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.demo",
     "assay.cli.detect",
     "assay.cli.rules",
+    "assay.cli.sandbox",
     "assay.cli.sense",
     "assay.cli.serve",
     "assay.cli.watch",
