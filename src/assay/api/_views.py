@@ -85,6 +85,7 @@ def agent_view(agent: Agent) -> dict[str, Any]:
         "location": agent.location,
         "exe_name": agent.exe_name,
         "contact": agent.contact,
+        "sandbox": agent.sandbox,
         "trusted": agent.trusted,
         "display_name": f"{agent.host}${agent.username}",
         "created": caldera_time(agent.created_at),

@@ -246,6 +246,7 @@ _PROFILE_FIELDS = (
     "location",
     "exe_name",
     "contact",
+    "sandbox",
 )
 
 

@@ -62,6 +62,13 @@ def demo(
         list[Path] | None, typer.Option("--content", help="Extra abilities and adversaries.")
     ] = None,
     rules: Annotated[list[Path] | None, typer.Option("--rules", help="Extra Sigma rules.")] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Run the agent, so every ability, in a throw-away sandbox (namespaces + overlay; README).",
+        ),
+    ] = False,
 ) -> None:
     """Run the built-in adversary against this host and print what was detected, and why not."""
     console = Console()
@@ -79,6 +86,7 @@ def demo(
         rule_paths=list(rules or []),
         source=source,
         group="demo",
+        sandbox=sandbox,
     )
     started = time.monotonic()
     with Progress(

@@ -41,6 +41,42 @@ def namespace_inode(pid: int | str, kind: str) -> int:
     return int(link.split("[", 1)[1].rstrip("]"))
 
 
+@dataclass(frozen=True)
+class SandboxPids:
+    """Host pids of a sandbox's processes: the launcher (host relay), outer, init (pid 1), the command."""
+
+    launcher: int
+    outer: int
+    init: int
+    command: int
+
+    @property
+    def infrastructure(self) -> list[int]:
+        """The sandbox's own processes: not the attack, so the watcher ignores what they do."""
+        return [self.launcher, self.outer, self.init]
+
+
+def find_pids(launcher_pid: int, timeout: float = 30.0) -> SandboxPids:
+    """The host pids under an ``assay sandbox run`` launcher, once its command has started.
+
+    Read from the host's /proc (``task/<pid>/children``), so they are host pids whatever the command's pid
+    inside is. Raises :class:`SandboxError` when the chain is not complete within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        outer = _children(launcher_pid)
+        init = _children(outer[0]) if outer else []
+        command = _children(init[0]) if init else []
+        if command:
+            return SandboxPids(launcher_pid, outer[0], init[0], min(command))
+        if time.monotonic() > deadline or not Path(f"/proc/{launcher_pid}").exists():
+            raise SandboxError(
+                f"no sandboxed command under launcher pid {launcher_pid} within {timeout:.0f} s "
+                f"(outer {outer}, init {init})"
+            )
+        time.sleep(0.05)
+
+
 @dataclass
 class Sandbox:
     """One sandboxed command. ``start()``, then ``wait()`` or ``stop()``; always ``close()`` (or ``with``)."""

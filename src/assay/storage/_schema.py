@@ -47,6 +47,7 @@ class AgentRow(Base):
     location: Mapped[str] = mapped_column(Text, default="")
     exe_name: Mapped[str] = mapped_column(String(255), default="")
     contact: Mapped[str] = mapped_column(String(32), default="native")
+    sandbox: Mapped[str | None] = mapped_column(String(64), nullable=True)
     trusted: Mapped[bool] = mapped_column(Boolean, default=True)
     key_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Double)

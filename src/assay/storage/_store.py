@@ -121,6 +121,7 @@ _AGENT_FIELDS = [
     "location",
     "exe_name",
     "contact",
+    "sandbox",
     "trusted",
     "created_at",
     "last_seen",
