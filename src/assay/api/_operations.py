@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from assay.api._content import content_router, load_stored_content
+from assay.api._content import content_router, differs, load_stored_content
 from assay.api._knowledge import knowledge_router
 from assay.api._views import link_view, operation_view
 from assay.content import Safety
@@ -47,6 +47,11 @@ class SourceRef(BaseModel):
     id: str = Field(default="", max_length=128)
 
 
+class ObjectiveRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(default="", max_length=128)
+
+
 class FactIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     trait: str = Field(min_length=1, max_length=255)
@@ -68,6 +73,8 @@ class OperationCreate(BaseModel):
     adversary: AdversaryRef
     planner: PlannerRef = Field(default_factory=PlannerRef)
     source: SourceRef | None = None
+    objective: ObjectiveRef | None = None
+    use_learning_parsers: bool = True
     group: str = Field(default="", max_length=64)
     auto_close: bool = True
     autonomous: int | bool = 1
@@ -201,7 +208,7 @@ def operations_router(st: ServerState) -> APIRouter:
         return op
 
     @router.post("/operations")
-    def create_operation(body: OperationCreate) -> dict[str, Any]:
+    def create_operation(body: OperationCreate, response: Response) -> dict[str, Any]:
         settings = OperationSettings(
             group=body.group,
             auto_close=body.auto_close,
@@ -219,7 +226,10 @@ def operations_router(st: ServerState) -> APIRouter:
             ],
             link_grace=body.link_grace,
             collect_timeout=body.collect_timeout,
+            objective_id=body.objective.id if body.objective and body.objective.id else None,
+            use_learning_parsers=body.use_learning_parsers,
         )
+        differs(response, "operation-defaults")
         op = service.start_operation(
             name=body.name,
             adversary_id=body.adversary.adversary_id,
