@@ -177,7 +177,7 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Edge:
     def audit(entry: Any) -> None:
         st.records.audit([entry])
 
-    return Edge(app, caldera=caldera, audit=audit, clock=st.core.clock)
+    return Edge(app, caldera=caldera, audit=audit, clock=st.core.clock, keys=st.keys)
 
 
 def fastapi_app(edge: Edge) -> FastAPI:

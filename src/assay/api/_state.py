@@ -46,7 +46,8 @@ class ServerConfig:
     api_key: str | None = None
     enrol_token: str | None = None
     content_paths: list[Path] = field(default_factory=list)
-    caldera_compat: bool = False  # serve Caldera's unauthenticated /beacon and file transfer
+    caldera_compat: bool = False  # serve Caldera's /beacon and file transfer
+    caldera_unenrolled: str = "untrusted"  # what a Caldera agent without the enrolment token gets (c2._core)
     payload_dirs: list[Path] = field(default_factory=list)  # searched after <data_dir>/payloads
     agent_defaults: AgentDefaults = field(default_factory=AgentDefaults)
     seen_flush_interval: float = 5.0  # seconds between batched last-seen writes
@@ -197,7 +198,11 @@ def open_state(config: ServerConfig) -> ServerState:
     cores: list[BeaconCore] = []  # the service needs the core's notify, the core needs the service
     operations = OperationService(store, content.library, on_ready=lambda paw: cores[0].notify(paw))
     core = BeaconCore(
-        C2Ledger(store, records), operations, defaults=config.agent_defaults, on_ready=waiters.notify
+        C2Ledger(store, records),
+        operations,
+        defaults=config.agent_defaults,
+        on_ready=waiters.notify,
+        unenrolled=config.caldera_unenrolled,
     )
     cores.append(core)
     generated: dict[str, str] = {}
