@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.content",
     "assay.cli.demo",
     "assay.cli.detect",
+    "assay.cli.keys",
     "assay.cli.rules",
     "assay.cli.sense",
     "assay.cli.serve",
