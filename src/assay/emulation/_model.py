@@ -147,12 +147,12 @@ class Agent:
     location: str = ""
     exe_name: str = ""
     contact: str = "native"
-    # The sandbox the agent runs in (its ASSAY_SANDBOX id), None on the bare host: disruptive and destructive
-    # abilities may run only where this is set (issue 10).
-    sandbox: str | None = None
     trusted: bool = True
     created_at: float = 0.0
     last_seen: float = 0.0
+    # The id of the sandbox the agent runs in (its profile says), None when it runs on the host. A sandboxed
+    # operation plans links only for sandboxed agents.
+    sandbox: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

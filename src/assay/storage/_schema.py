@@ -47,11 +47,12 @@ class AgentRow(Base):
     location: Mapped[str] = mapped_column(Text, default="")
     exe_name: Mapped[str] = mapped_column(String(255), default="")
     contact: Mapped[str] = mapped_column(String(32), default="native")
-    sandbox: Mapped[str | None] = mapped_column(String(64), nullable=True)
     trusted: Mapped[bool] = mapped_column(Boolean, default=True)
     key_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
     last_seen: Mapped[float] = mapped_column(Double)
+    # 0006_rounds: the id of the sandbox the agent runs in (from its profile), None on the host.
+    sandbox: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OperationRow(Base):
@@ -78,6 +79,8 @@ class OperationRow(Base):
     cleanup_deadline: Mapped[float | None] = mapped_column(Double, nullable=True)
     adversary: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
     settings: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    # 0006_rounds: a sandboxed operation runs only on sandboxed agents, and may run what the host may not.
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class LinkRow(Base):

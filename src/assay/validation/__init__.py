@@ -6,11 +6,19 @@ those from storage (or files) and renders the result.
 """
 
 from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
-from assay.validation._classify import LinkResult, TechniqueResult, classify_link, is_mapped, rollup
+from assay.validation._classify import (
+    LinkResult,
+    TechniqueResult,
+    classify_link,
+    is_mapped,
+    not_executed_reason,
+    rollup,
+)
 from assay.validation._compare import RoundDelta, TechniqueChange, compare
 from assay.validation._inputs import RoundStore, StoredLink, link_record, round_inputs
-from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome, status_name
+from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, NotRun, Outcome, status_name
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
+from assay.validation._rounds import alert_links, digest_files
 
 __all__ = [
     "CLOCK_SLACK",
@@ -19,6 +27,7 @@ __all__ = [
     "Lineage",
     "LinkRecord",
     "LinkResult",
+    "NotRun",
     "Outcome",
     "RoundDelta",
     "RoundReport",
@@ -27,11 +36,14 @@ __all__ = [
     "Summary",
     "TechniqueChange",
     "TechniqueResult",
+    "alert_links",
     "attribute",
     "classify_link",
     "compare",
+    "digest_files",
     "is_mapped",
     "link_record",
+    "not_executed_reason",
     "resolve_roots",
     "rollup",
     "round_inputs",

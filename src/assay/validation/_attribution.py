@@ -17,7 +17,7 @@ meaning host pid:start ticks everywhere.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from assay.events import Action, Alert, Event
@@ -108,12 +108,16 @@ def _overlaps(loss: Event, window: tuple[float, float] | None, host: str | None)
 
 
 def attribute(
-    links: Sequence[LinkRecord], events: Iterable[Event], alerts: Iterable[Alert]
+    links: Sequence[LinkRecord],
+    events: Iterable[Event],
+    alerts: Iterable[Alert],
+    alert_links: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, Lineage], list[Alert]]:
     """Return each link's lineage (keyed by link id) and the alerts no link explains.
 
     Cleanup links take part: an alert raised by a cleanup command is explained (by the cleanup), not a
-    false-positive candidate.
+    false-positive candidate. An alert named in ``alert_links`` (a stored attribution) goes to the links it
+    names that are in this round, whatever its lineage says; the others are attributed by lineage.
     """
     event_list = list(events)
     roots = resolve_roots(links, event_list)
@@ -133,8 +137,17 @@ def attribute(
             for link_id in by_root.get(eid, ()):
                 out[link_id].events.append(ev)
     unexplained: list[Alert] = []
+    stored = alert_links or {}
     for alert in alerts:
         hit = False
+        if alert.id in stored:
+            for link_id in dict.fromkeys(stored[alert.id]):
+                if link_id in out:
+                    out[link_id].alerts.append(alert)
+                    hit = True
+            if not hit:
+                unexplained.append(alert)
+            continue
         for eid in _alert_lineages(alert):
             for link_id in by_root.get(eid, ()):
                 out[link_id].alerts.append(alert)
