@@ -11,6 +11,7 @@ import yaml
 
 from assay.cli._round import LocalRound, RoundConfig
 from assay.content import BUILTIN_ADVERSARY_ID, load_builtin
+from assay.sandbox import DEFAULT_STATE_ROOT
 from assay.storage import Store, sqlite_url
 from assay.validation import Outcome
 
@@ -41,8 +42,11 @@ def test_a_sandboxed_round_is_attributed_through_host_pids(tmp_path: Path) -> No
         agents = store.agents()
     finally:
         store.close()
-    sandboxes = [a.sandbox for a in agents if a.group == "sbx"]
+    sandboxes = [a.sandbox for a in agents]  # the round's own database: its one agent
     assert len(sandboxes) == 1 and (sandboxes[0] or "").startswith("sbx-"), sandboxes
+    assert not (DEFAULT_STATE_ROOT / str(sandboxes[0])).exists(), (
+        "the round's sandbox left its state directory"
+    )
     outcomes = {t.technique_id: t.outcome for t in result.report.techniques}
     assert outcomes == EXPECTED, result.report.to_dict()["links"]
     for link in result.report.to_dict()["links"]:

@@ -311,7 +311,6 @@ class LocalRound:
                 "operation_id": op_id,
                 "adversary_id": cfg.adversary_id,
                 "sensor_source": source,
-                "sandbox": cfg.sandbox,
                 "rules": len([r for r in engine.rules if r.supported]),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "profile": sorted(profile) if profile is not None else None,

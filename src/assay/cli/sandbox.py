@@ -56,8 +56,10 @@ def run(
     sandbox = Sandbox(list(command), server_port=server_port, env=extra)
     if sandbox_id:
         sandbox.sandbox_id = sandbox_id
-    # SIGTERM to this launcher ends the sandbox (and everything in it), then the launcher itself.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sandbox.stop())
+    # SIGTERM to this launcher ends the sandbox (and everything in it), then the launcher itself. The handler
+    # only passes the signal on: the main thread's wait() then returns and the finally cleans up (waiting in
+    # the handler would deadlock on the Popen's wait lock, which the interrupted wait() holds).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sandbox.signal(signal.SIGTERM))
     try:
         sandbox.start()
         code = sandbox.wait()

@@ -166,6 +166,11 @@ class Sandbox:
             raise SandboxError("the sandbox was not started")
         return self.proc.wait(timeout)
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the outer process (SIGTERM/SIGINT end the sandbox); safe in a signal handler."""
+        if self.proc is not None and self.proc.returncode is None:
+            os.kill(self.proc.pid, signum)
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """End the sandbox: its outer process kills the init, and with it every process inside."""
         proc = self.proc
