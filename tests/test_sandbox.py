@@ -177,11 +177,18 @@ except OSError as exc:
 
 
 @root
-def test_only_the_server_port_is_reachable(echo_pair: tuple[_Echo, _Echo]) -> None:
+def test_only_the_server_port_is_reachable(echo_pair: tuple[_Echo, _Echo], tmp_path: Path) -> None:
     server, other = echo_pair
+    # A unix socket of the host, in a directory the sandbox sees through its overlay: the overlay's inode is
+    # not the one the socket is bound to, so connect() is refused (no path to host daemons' sockets).
+    host_socket = socket.socket(socket.AF_UNIX)
+    host_socket.bind(str(tmp_path / "host.sock"))
+    host_socket.listen(1)
     py = sys.executable
+    unix = f"import socket; socket.socket(socket.AF_UNIX).connect('{tmp_path}/host.sock'); print('unix CONNECTED')"
     script = f"""{py} -c '{CONNECT}' {server.port}; {py} -c '{CONNECT}' {other.port}
 {py} -c 'import socket; print("routes", open("/proc/net/route").read().count(chr(10)) - 1)'
+{py} -c "{unix}" 2>&1 | tail -1
 """
     code, out = run_in_sandbox(script, server_port=server.port)
     assert code == 0, out
@@ -189,6 +196,8 @@ def test_only_the_server_port_is_reachable(echo_pair: tuple[_Echo, _Echo]) -> No
     assert f"port {other.port} refused" in out, out  # another loopback port of the host: not reachable
     assert other.accepted == 0
     assert "routes 0" in out, "no route anywhere: the namespace has only its loopback"
+    assert "ConnectionRefusedError" in out and "unix CONNECTED" not in out, out
+    host_socket.close()
 
 
 @root
