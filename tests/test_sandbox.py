@@ -185,7 +185,8 @@ def test_only_the_server_port_is_reachable(echo_pair: tuple[_Echo, _Echo], tmp_p
     host_socket.bind(str(tmp_path / "host.sock"))
     host_socket.listen(1)
     py = sys.executable
-    unix = f"import socket; socket.socket(socket.AF_UNIX).connect('{tmp_path}/host.sock'); print('unix CONNECTED')"
+    unix = f"import socket; socket.socket(socket.AF_UNIX).connect('{tmp_path}/host.sock'); "
+    unix += "print('unix CONNECTED')"
     script = f"""{py} -c '{CONNECT}' {server.port}; {py} -c '{CONNECT}' {other.port}
 {py} -c 'import socket; print("routes", open("/proc/net/route").read().count(chr(10)) - 1)'
 {py} -c "{unix}" 2>&1 | tail -1
