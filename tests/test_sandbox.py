@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from assay.events import Event
 from assay.sandbox import DROPPED_CAPABILITIES, Sandbox, SandboxError, overlaid_submounts, parse_mountinfo
 from sandbox_helpers import GUARD, HOST_TREES, differences, guard_env, host_namespaces, manifest
 
@@ -281,7 +282,22 @@ EOF
 """
 
 
+def _inside(events: list[Event], action: str, key: str, value: str) -> list[Event]:
+    """Events of `action` with `key` == `value` from a process outside the host's pid and mount namespaces."""
+    host_pid_ns, host_mnt_ns = (os.stat(f"/proc/self/ns/{k}").st_ino for k in ("pid", "mnt"))
+    return [
+        e
+        for e in events
+        if e.action == action
+        and e.get(key) == value
+        and e.get("process.pid_ns") not in (None, host_pid_ns)
+        and e.get("namespace.mnt") not in (None, host_mnt_ns)
+        and e.get("process.ns_pid") != e.pid
+    ]
+
+
 @root
+@pytest.mark.kernel
 @pytest.mark.slow
 def test_disruptive_commands_take_effect_inside_and_leave_the_host_untouched(
     tmp_path_factory: pytest.TempPathFactory,
@@ -292,6 +308,11 @@ def test_disruptive_commands_take_effect_inside_and_leave_the_host_untouched(
     before = manifest(HOST_TREES, exclude)
     host_sleeper = subprocess.Popen(["sleep", "120"])
     boot = Path("/proc/stat").read_text().split("btime ")[1].split()[0]
+    from assay.sensor import EbpfSource, SelfNoise
+
+    sensor = EbpfSource(os.uname().nodename, SelfNoise(), sensitive_paths=())
+    sensor.start()
+    events: list[Event] = []
     try:
         code, out = run_in_sandbox(GUARD + DISRUPTIVE)
         assert "GUARD: ok" in out and "victim" in out, out
@@ -318,9 +339,26 @@ def test_disruptive_commands_take_effect_inside_and_leave_the_host_untouched(
         assert "reboot refused EPERM" in out, out
         assert "init_module refused EPERM" in out or "init_module refused ENOSYS" in out, out
         assert "audit refused EPERM" in out, out
+        # The host's sensor saw them happen, inside: the same actions, in the sandbox's namespaces.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _inside(
+            events, "exec", "process.executable", "/usr/sbin/useradd"
+        ):
+            events.extend(sensor.poll(0.1))
+        events.extend(sensor.poll(0.2))
     finally:
+        sensor.stop()
         host_sleeper.kill()
         host_sleeper.wait()
+    for action, key, value in (
+        ("exec", "process.executable", "/usr/sbin/useradd"),
+        ("file_write", "file.path", "/etc/passwd"),
+        ("file_write", "file.path", "/var/spool/cron/crontabs/root"),
+        ("exec", "process.executable", "/usr/bin/rm"),
+    ):
+        assert _inside(events, action, key, value), (
+            f"no {action} {value} from inside the sandbox seen by the sensor"
+        )
     after = manifest(HOST_TREES, exclude)
     diff = differences(before, after)
     assert not diff, "the host's trees changed:\n" + "\n".join(diff[:40])
