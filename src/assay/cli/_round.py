@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -33,6 +34,7 @@ from assay.cli._children import Child, ChildError, assay_argv, wait_until
 from assay.content import load_builtin
 from assay.detection import Engine
 from assay.errors import AssayError, ConfigError
+from assay.sandbox import find_pids
 from assay.storage import RoundRecord, Store, sqlite_url
 from assay.validation import RoundReport, alert_links, digest_files, round_inputs, validate
 
@@ -61,6 +63,9 @@ class RoundConfig:
     db_url: str | None = None
     kind: str = "demo"  # what the stored round says ran it: demo | validate
     max_safety: str = "safe"  # "disruptive": `--allow disruptive` (destructive needs the sandbox)
+    # Run the agent (so every ability) in an assay.sandbox: fresh namespaces, a throw-away overlay, one
+    # network path to the server. The agent then enrols with `sandbox: <id>`.
+    sandbox: bool = False
 
 
 @dataclass
@@ -132,7 +137,7 @@ class LocalRound:
         return server, url[0]
 
     def _start_agent(self, url: str) -> Child:
-        argv = [
+        agent_argv = [
             sys.executable,
             "-m",
             "assay.agent",
@@ -145,13 +150,28 @@ class LocalRound:
             "--paw",
             self.paw,
         ]
+        argv = agent_argv
+        if self.config.sandbox:
+            # `assay sandbox run` relays 127.0.0.1:PORT inside to the server's port here, so the agent's
+            # --server URL is the same inside as outside.
+            port = urlsplit(url).port
+            argv = assay_argv("sandbox", "run", "--server-port", str(port), "--", *agent_argv)
         agent = Child("agent", argv, self.config.data_dir / "agent.log").start()
         self.children.append(agent)
         return agent
 
+    def _agent_pids(self, agent: Child) -> tuple[list[int], int]:
+        """(pids the watcher ignores, the agent's host pid). In a sandbox, the launcher, its outer process
+        and the sandbox init are infrastructure, and the agent is the init's child."""
+        if not self.config.sandbox:
+            return [], agent.pid
+        pids = find_pids(agent.pid)
+        return pids.infrastructure, pids.command
+
     def _start_watcher(self, url: str, server: Child, agent: Child) -> tuple[Child, str]:
         cfg = self.config
         ready = cfg.data_dir / "watch.ready"
+        infrastructure, agent_pid = self._agent_pids(agent)
         args = [
             "watch",
             "--server",
@@ -163,10 +183,12 @@ class LocalRound:
             "--ignore-pid",
             str(os.getpid()),  # this process polls the API; it is not part of the round
             "--agent-pid",
-            str(agent.pid),
+            str(agent_pid),
             "--ready-file",
             str(ready),
         ]
+        for pid in infrastructure:
+            args += ["--ignore-pid", str(pid)]
         for path in cfg.rule_paths:
             args += ["--rules", str(path)]
         for path in cfg.allowlist_paths:

@@ -54,6 +54,13 @@ def demo(
         list[Path] | None, typer.Option("--content", help="Extra abilities and adversaries.")
     ] = None,
     rules: Annotated[list[Path] | None, typer.Option("--rules", help="Extra Sigma rules.")] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Run the agent, so every ability, in a throw-away sandbox (namespaces + overlay; README).",
+        ),
+    ] = False,
     db: Annotated[
         str,
         typer.Option(
@@ -77,6 +84,7 @@ def demo(
         rule_paths=list(rules or []),
         source=source,
         group="demo",
+        sandbox=sandbox,
         db_url=normalize_url(db),
         kind="demo",
     )

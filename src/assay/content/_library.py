@@ -10,7 +10,8 @@ from pathlib import Path
 
 from assay.content._atomic import is_atomic, parse_atomic
 from assay.content._caldera import iter_abilities, parse_adversary
-from assay.content._model import Ability, Library, Safety
+from assay.content._definitions import parse_objective, parse_planner
+from assay.content._model import Ability, ContentSkip, Library, Safety
 from assay.content._safety import classify
 from assay.content._sources import parse_source
 from assay.content._yaml import YList, YMap, load_yaml_file
@@ -22,7 +23,8 @@ class LoadResult:
     """A library and everything that went wrong loading it (errors skip an item; warnings keep it).
 
     ``loaded`` counts what each kind of file contributed: ``abilities`` (Caldera format), ``atomic tests``,
-    ``adversaries``, ``sources``; ``files`` is how many files were read.
+    ``adversaries``, ``sources``, ``objectives``, ``planners``; ``files`` is how many files were read.
+    ``skips`` is valid content Assay will not run, each with its reason (never an error).
     """
 
     library: Library = field(default_factory=Library)
@@ -31,15 +33,55 @@ class LoadResult:
     files: int = 0
     # Safety overrides read from ``safety_overrides:`` files: ability id → (class, where it was set).
     overrides: dict[str, tuple[Safety, Source]] = field(default_factory=dict)
+    skips: list[ContentSkip] = field(default_factory=list)
+
+
+# A Caldera plugin or a stockpile checkout keeps its content in data/<kind>/; everything else in the tree
+# (app/, templates/, .github/ workflows, conf/) is code or configuration, not content.
+CONTENT_DIRS = ("abilities", "adversaries", "sources", "objectives", "planners")
+
+
+def _data_dirs(root: Path) -> list[Path]:
+    """The ``data/`` directories of a Caldera-style tree: the root itself, ``root/data``, ``root/*/data``
+    (a plugin directory) and ``root/plugins/*/data`` (a Caldera checkout). Empty: not such a tree."""
+    candidates = [root, root / "data", *sorted(root.glob("*/data")), *sorted(root.glob("plugins/*/data"))]
+    return [d for d in candidates if d.is_dir() and any((d / kind).is_dir() for kind in CONTENT_DIRS)]
+
+
+def _yaml_under(path: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.suffix in (".yml", ".yaml")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file()))
-        else:
+        if not path.is_dir():
             out.append(path)
+            continue
+        data = _data_dirs(path)
+        if not data:
+            out.extend(_yaml_under(path))
+            continue
+        for directory in data:
+            for kind in CONTENT_DIRS:
+                if (directory / kind).is_dir():
+                    out.extend(_yaml_under(directory / kind))
+    return list(dict.fromkeys(out))
+
+
+def content_payload_dirs(paths: Iterable[Path | str]) -> list[Path]:
+    """``payloads/`` directories beside content: ``<data>/payloads`` of a Caldera-style tree."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(d / "payloads" for d in _data_dirs(path) if (d / "payloads").is_dir())
     return out
 
 
@@ -80,15 +122,37 @@ def _load_file(path: Path, result: LoadResult) -> None:
         lib.sources[source.id] = source
         result.loaded["sources"] += 1
     elif isinstance(doc, YMap) and "goals" in doc:
-        # Caldera objectives decide when an operation ends; Assay's end when the planner has nothing left.
-        errors.warn(ContentError("objective not used by Assay; skipped", Source(file=name, line=doc.line)))
-    elif isinstance(doc, YMap) and "module" in doc and ("params" in doc or "stopping_conditions" in doc):
-        errors.warn(
-            ContentError(
-                "planner definition not loaded (Assay's planners are atomic, batch and buckets); skipped",
-                Source(file=name, line=doc.line),
+        objective = parse_objective(doc, name, errors)
+        first_obj = lib.objectives.get(objective.id)
+        if first_obj is not None:
+            raise ContentError(
+                f"duplicate objective id {objective.id!r} (first defined at {first_obj.origin})",
+                objective.origin,
             )
-        )
+        lib.objectives[objective.id] = objective
+        result.loaded["objectives"] += 1
+    elif isinstance(doc, YMap) and "module" in doc:
+        definition = parse_planner(doc, name, errors)
+        first_plan = lib.planners.get(definition.id)
+        if first_plan is not None:  # stockpile's own caldera_attacker.yml reuses sequential's id
+            result.skips.append(
+                ContentSkip(
+                    "planner",
+                    definition.id,
+                    definition.name,
+                    f"duplicate planner id (first defined at {first_plan.origin}); the first is kept",
+                    definition.origin,
+                )
+            )
+            return
+        lib.planners[definition.id] = definition
+        result.loaded["planners"] += 1
+        if not definition.runs_as:
+            result.skips.append(
+                ContentSkip("planner", definition.id, definition.name,
+                            f"module {definition.module!r} has no Assay planner "
+                            "(Assay runs atomic, batch, buckets, look_ahead and guided)", definition.origin)
+            )  # fmt: skip
     else:
         line = doc.line if isinstance(doc, YMap | YList) else None
         raise ContentError(
@@ -174,7 +238,39 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
         with result.errors.capture():
             _load_file(path, result)
     apply_overrides(result, result.overrides)
+    result.skips.extend(ability_skips(result.library))
+    result.library.add_defaults()
     return result
+
+
+# Executors Assay's agent runs on Linux (a Caldera agent on Linux runs `sh` and `proc` itself).
+LINUX_EXECUTORS = frozenset({"sh", "bash", "python", "python3", "proc"})
+
+
+def runs_on_linux(ability: Ability) -> bool:
+    return any(e.name in LINUX_EXECUTORS for e in ability.executors_for("linux"))
+
+
+def ability_skips(library: Library) -> list[ContentSkip]:
+    """Every loaded ability Assay will not run on Linux, and why (each executor's own reason)."""
+    out: list[ContentSkip] = []
+    for ability in library.abilities.values():
+        for e in ability.executors:
+            if e.unsupported:
+                reason = f"{e.platform}/{e.name}: {e.unsupported}"
+                out.append(ContentSkip("executor", ability.id, ability.name, reason, ability.origin))
+        if runs_on_linux(ability):
+            continue
+        linux = [e for e in ability.executors if e.platform == "linux"]
+        if not linux:
+            reason = f"no Linux executor (platforms: {', '.join(ability.platforms)})"
+        elif all(e.unsupported for e in linux):
+            reason = "no Linux executor Assay can run: " + "; ".join(e.unsupported for e in linux)
+        else:
+            names = sorted({e.name for e in linux if not e.unsupported})
+            reason = f"Linux executors {names} are not ones Assay runs ({', '.join(sorted(LINUX_EXECUTORS))})"
+        out.append(ContentSkip("ability", ability.id, ability.name, reason, ability.origin))
+    return out
 
 
 def builtin_paths() -> list[Path]:

@@ -341,6 +341,8 @@ Decision = Run | Skip
 
 def choose_executor(ability: Ability, agent: Agent) -> Executor | Skip:
     candidates = ability.executors_for(agent.platform)
+    if not candidates and (unrunnable := ability.unsupported_for(agent.platform)):
+        return Skip(agent.paw, ability.id, ability, SkipReason.EXECUTOR, unrunnable[0].unsupported)
     if not candidates:
         return Skip(
             agent.paw,

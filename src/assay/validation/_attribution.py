@@ -6,6 +6,12 @@ lineage of any event that triggered it (a correlation spans several processes).
 
 Identity is pid plus start time (an entity id), never the pid alone: pids are reused, and a short link on a
 busy host can share its pid with an unrelated process minutes later.
+
+Across a pid namespace (an agent in ``assay.sandbox``): the agent reports the pid it sees, its namespace pid.
+Start ticks are boot-relative and the same inside and outside, and the sensor reports every process of a
+non-host pid namespace with ``process.ns_pid`` beside its host pid. So the root is the host entity whose
+events say (namespace pid, start ticks) = the link's (pid, start ticks), and ``process.entity_id`` keeps
+meaning host pid:start ticks everywhere.
 """
 
 from __future__ import annotations
@@ -39,16 +45,37 @@ def _alert_lineages(alert: Alert) -> set[str]:
     return ids
 
 
+def _entities(events: Sequence[Event]) -> tuple[set[str], dict[tuple[int, int], str]]:
+    """Entity ids seen, and (namespace pid, start ticks) → host entity id for processes in a pid namespace."""
+    seen: set[str] = set()
+    by_ns_pid: dict[tuple[int, int], str] = {}
+    for ev in events:
+        eid = ev.entity_id
+        if not eid:
+            continue
+        seen.add(eid)
+        ns_pid = ev.get("process.ns_pid")
+        if isinstance(ns_pid, int) and ns_pid != ev.pid:
+            ticks = eid.rpartition(":")[2]
+            if ticks.isdigit():
+                by_ns_pid.setdefault((ns_pid, int(ticks)), eid)
+    return seen, by_ns_pid
+
+
 def resolve_roots(links: Sequence[LinkRecord], events: Sequence[Event]) -> dict[str, str | None]:
-    """Link id → root entity id.
+    """Link id → root entity id (a host entity id, also for links run inside a pid namespace).
 
     Assay's agent reports the start ticks, so the root is exact. For a pid-only link, the root is the entity
     with that pid whose first event falls inside the link's run (with :data:`CLOCK_SLACK`).
     """
     roots: dict[str, str | None] = {}
     pending: dict[int, list[LinkRecord]] = defaultdict(list)
+    host_entities, by_ns_pid = _entities(events)
     for link in links:
         exact = link.root_entity_id
+        if exact is not None and exact not in host_entities and link.start_ticks is not None:
+            # Not a host process the sensor saw: a pid reported from inside a pid namespace (see module doc).
+            exact = by_ns_pid.get((link.pid or 0, link.start_ticks), exact)
         roots[link.link_id] = exact
         if exact is None and link.pid and link.pid > 0 and link.window is not None:
             pending[link.pid].append(link)
