@@ -281,7 +281,7 @@ class LocalRound:
 
     @property
     def sandboxed(self) -> bool:
-        return bool(getattr(self.config, "sandbox", False))
+        return self.config.sandbox
 
     def _validate(self, op_id: str, source: str) -> tuple[RoundReport, Engine]:
         cfg = self.config

@@ -20,7 +20,6 @@ with); 3 ``--fail-on-regression`` and a technique detected in the compared round
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -261,8 +260,6 @@ def _plan(
     bad = [a for a in allow or [] if a != "disruptive"]
     if bad:
         raise ConfigError(f"--allow {bad[0]!r}: only 'disruptive' (destructive procedures need --sandbox)")
-    if sandbox and not any(f.name == "sandbox" for f in dataclasses.fields(RoundConfig)):
-        raise ConfigError("--sandbox is not available in this build of Assay")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir = (data_dir or Path(".assay") / "rounds" / f"validate-{stamp}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -312,9 +309,8 @@ def _plan(
         db_url=db_url,
         kind="validate",
         max_safety="disruptive" if allow else "safe",
+        sandbox=sandbox,
     )
-    if sandbox:
-        object.__setattr__(config, "sandbox", True)  # RoundConfig.sandbox, when the build has it
     return config, selected
 
 
