@@ -6,6 +6,13 @@ those from storage (or files) and renders the result.
 """
 
 from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
+from assay.validation._baseline import (
+    BASELINE_VERSION,
+    BaselineReport,
+    RuleRate,
+    StepSummary,
+    baseline_report,
+)
 from assay.validation._classify import LinkResult, TechniqueResult, classify_link, is_mapped, rollup
 from assay.validation._compare import RoundDelta, TechniqueChange, compare
 from assay.validation._inputs import RoundStore, StoredLink, link_record, round_inputs
@@ -13,9 +20,11 @@ from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome,
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
 
 __all__ = [
+    "BASELINE_VERSION",
     "CLOCK_SLACK",
     "REPORT_VERSION",
     "TECHNIQUE_PRECEDENCE",
+    "BaselineReport",
     "Lineage",
     "LinkRecord",
     "LinkResult",
@@ -23,11 +32,14 @@ __all__ = [
     "RoundDelta",
     "RoundReport",
     "RoundStore",
+    "RuleRate",
+    "StepSummary",
     "StoredLink",
     "Summary",
     "TechniqueChange",
     "TechniqueResult",
     "attribute",
+    "baseline_report",
     "classify_link",
     "compare",
     "is_mapped",
