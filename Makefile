@@ -18,7 +18,7 @@ ABILITY_TOOLS := curl wget openssl gnupg zip unzip gzip xxd gcc libc6-dev openss
                  tcpdump iptables iputils-ping net-tools kmod usbutils pciutils sudo passwd login findutils \
                  nodejs bind9-dnsutils alsa-utils e2fsprogs
 APT_RUN   := python3-venv libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux tar python3 $(ABILITY_TOOLS) \
-             openssh-server logrotate git dpkg-dev
+             openssh-server logrotate git
 APT_BUILD := clang llvm libbpf-dev bpftool
 APT_PKGS  := $(APT_RUN) $(APT_BUILD)
 
