@@ -45,6 +45,7 @@ class AssaySpecs:
 # One entry per line, sorted, so parallel additions rarely touch the same lines.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.agent",
+    "assay.cli.baseline",
     "assay.cli.content",
     "assay.cli.demo",
     "assay.cli.detect",

@@ -6,6 +6,13 @@ those from storage (or files) and renders the result.
 """
 
 from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
+from assay.validation._baseline import (
+    BASELINE_VERSION,
+    BaselineReport,
+    RuleRate,
+    StepSummary,
+    baseline_report,
+)
 from assay.validation._classify import (
     LinkResult,
     TechniqueResult,
@@ -21,9 +28,11 @@ from assay.validation._report import REPORT_VERSION, RoundReport, Summary, valid
 from assay.validation._rounds import alert_links, digest_files
 
 __all__ = [
+    "BASELINE_VERSION",
     "CLOCK_SLACK",
     "REPORT_VERSION",
     "TECHNIQUE_PRECEDENCE",
+    "BaselineReport",
     "Lineage",
     "LinkRecord",
     "LinkResult",
@@ -32,12 +41,15 @@ __all__ = [
     "RoundDelta",
     "RoundReport",
     "RoundStore",
+    "RuleRate",
+    "StepSummary",
     "StoredLink",
     "Summary",
     "TechniqueChange",
     "TechniqueResult",
     "alert_links",
     "attribute",
+    "baseline_report",
     "classify_link",
     "compare",
     "digest_files",
