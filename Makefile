@@ -17,7 +17,7 @@ STAMP    := $(VENV)/.assay-deps
 # Build time of the BPF object (`make bpf`): clang, llvm, libbpf-dev, bpftool.
 ABILITY_TOOLS := curl wget openssl gnupg zip unzip gzip xxd gcc libc6-dev openssh-client netcat-openbsd \
                  tcpdump iptables iputils-ping net-tools kmod usbutils pciutils sudo passwd login findutils \
-                 nodejs bind9-dnsutils alsa-utils e2fsprogs
+                 nodejs bind9-dnsutils alsa-utils e2fsprogs cron
 APT_RUN   := python3-venv libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux tar python3 chromium \
              $(ABILITY_TOOLS) openssh-server logrotate git
 APT_BUILD := clang llvm libbpf-dev bpftool
