@@ -4,6 +4,10 @@ It wraps the FastAPI app and sees every request first:
 
 - **Size limits.** A body larger than its path's limit gets a 413 before the app reads it (declared
   ``Content-Length``), or as soon as it passes the limit (chunked): hostile input never fills memory.
+- **Enrolment of Caldera agents.** ``/enrol/<token>/<contact>`` is ``/<contact>`` with the enrolment token:
+  Sandcat appends its contact paths to its ``-server`` URL, so ``-server http://HOST:PORT/enrol/<token>``
+  makes every beacon and file transfer carry it. ``Authorization: Bearer <token>`` on ``/beacon`` works too.
+  A wrong token is a 401 here; what an agent without one gets is the core's ``unenrolled`` policy.
 - **``POST /beacon``** is answered here, without routing, dependency injection or validation models: it is
   the request every agent makes every few seconds, and the layers it skips cost more than the beacon itself
   (measured by ``bench/beacons.py``). It is off unless ``--caldera-compat``: then it says how to turn it on.
@@ -23,7 +27,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from assay.c2 import AuditEntry, CalderaContact, Refused, invalid_unicode
+from assay.c2 import AuditEntry, CalderaContact, KeyRing, Principal, Refused, invalid_unicode
 from assay.c2._caldera import MAX_BEACON_BYTES
 from assay.errors import AssayError, C2Error, StorageError
 
@@ -43,6 +47,8 @@ LIMITS = (  # (path prefix, bytes): first match wins
     ("/api/v2/payloads", 256 * 1024 * 1024 + 64 * 1024),
     ("/api/v2/telemetry", 64 * 1024 * 1024),
 )
+ENROL_PREFIX = "/enrol/"
+ENROLLED_STATE = "assay_enrolled"  # request.state: the request carried the enrolment token in its path
 _AUDITED = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _AUDITED_PATHS = ("/api/", "/ui/")  # the REST API and the web UI's forms
 _NOT_AUDITED = ("/api/v2/telemetry",)  # sensor data, not a command
@@ -94,19 +100,47 @@ class Edge:
         caldera: CalderaContact | None,
         audit: Callable[[AuditEntry], None],
         clock: Callable[[], float],
+        keys: KeyRing | None = None,
     ) -> None:
         self.app = app
         self.caldera = caldera
         self.audit = audit
         self.clock = clock
+        self.keys = keys
+
+    async def _is_enrol_token(self, token: str) -> bool:
+        if self.keys is None or not token or len(token) > 512:
+            return False
+        found = self.keys.cached(token)
+        if found is None:  # first use (or expired): scrypt in a worker thread, never on the event loop
+            found = await run_in_threadpool(self.keys.verify, token, "enrol")
+        return isinstance(found, Principal) and found.kind == "enrol"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        enrolled = False
+        if path.startswith(ENROL_PREFIX):
+            token, _, rest = path[len(ENROL_PREFIX) :].partition("/")
+            if not await self._is_enrol_token(token):
+                await _json(
+                    send, 401, {"error": f"wrong enrolment token in the path ({ENROL_PREFIX}<token>/...)"}
+                )
+                return
+            path = "/" + rest
+            scope = {**scope, "path": path, "raw_path": path.encode(), "state": {**scope.get("state", {})}}
+            scope["state"][ENROLLED_STATE] = enrolled = True
         if path == "/beacon":
-            await self._beacon(scope, receive, send)
+            if not enrolled:
+                bearer = _bearer(scope)
+                if bearer is not None:
+                    if not await self._is_enrol_token(bearer):
+                        await _json(send, 401, {"error": "wrong enrolment token (Authorization: Bearer)"})
+                        return
+                    enrolled = True
+            await self._beacon(scope, receive, send, enrolled)
             return
         limit = limit_for(path)
         declared = _content_length(scope)
@@ -145,13 +179,13 @@ class Edge:
         else:
             await self.app(scope, receive, send)
 
-    async def _beacon(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _beacon(self, scope: Scope, receive: Receive, send: Send, enrolled: bool) -> None:
         if self.caldera is None:
             await _json(
                 send,
                 404,
                 {
-                    "error": "Caldera's unauthenticated /beacon contact is off; start the server with "
+                    "error": "Caldera's /beacon contact is off; start the server with "
                     "'assay serve --caldera-compat' to use Caldera agents (Assay's agent uses /agent/*)"
                 },
             )
@@ -168,7 +202,7 @@ class Edge:
             await _json(send, 413, {"error": f"beacon is over {MAX_BEACON_BYTES} bytes"})
             return
         try:
-            reply = await self.caldera.handle(body)
+            reply = await self.caldera.handle(body, enrolled)
         except Refused as exc:
             await _json(send, exc.status, error_body(exc))
             return
@@ -215,6 +249,14 @@ class Edge:
             await run_in_threadpool(self.audit, entry)
         except AssayError as exc:  # the call is done; losing its audit row must at least be visible
             log.error("audit write failed for %s %s: %s", scope.get("method"), scope.get("path"), exc)
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

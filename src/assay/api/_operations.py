@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from assay.api._content import content_router, load_stored_content
+from assay.api._content import content_router, differs, load_stored_content
 from assay.api._knowledge import knowledge_router
 from assay.api._views import link_view, operation_view
 from assay.content import Safety
@@ -47,6 +47,11 @@ class SourceRef(BaseModel):
     id: str = Field(default="", max_length=128)
 
 
+class ObjectiveRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(default="", max_length=128)
+
+
 class FactIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     trait: str = Field(min_length=1, max_length=255)
@@ -58,7 +63,9 @@ class OperationCreate(BaseModel):
     """Caldera's ``POST /api/v2/operations`` body, and Assay's own fields beside it.
 
     Assay differs on purpose: ``jitter`` defaults to ``"0/0"`` (links start the moment they exist; Caldera's
-    ``"2/8"`` can be given), and only ``safe`` abilities run unless ``max_safety`` opts in to more.
+    ``"2/8"`` can be given), and only ``safe`` abilities run unless ``max_safety`` opts in to more. On the
+    host, ``max_safety`` above ``safe`` lets ``disruptive`` abilities run; ``destructive`` ones run only when
+    ``sandbox`` is true, and a sandboxed operation runs only on sandboxed agents.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -66,6 +73,8 @@ class OperationCreate(BaseModel):
     adversary: AdversaryRef
     planner: PlannerRef = Field(default_factory=PlannerRef)
     source: SourceRef | None = None
+    objective: ObjectiveRef | None = None
+    use_learning_parsers: bool = True
     group: str = Field(default="", max_length=64)
     auto_close: bool = True
     autonomous: int | bool = 1
@@ -74,6 +83,7 @@ class OperationCreate(BaseModel):
     visibility: int = Field(default=50, ge=1, le=100)
     state: Literal["running", "paused", "run_one_link"] = "running"
     max_safety: Literal["safe", "disruptive", "destructive"] = "safe"
+    sandbox: bool = False
     facts: list[FactIn] = Field(default_factory=list, max_length=10_000)
     link_grace: float = Field(default=30.0, ge=0.0, le=86_400.0)
     collect_timeout: float = Field(default=300.0, gt=0.0, le=86_400.0)
@@ -186,6 +196,7 @@ def start_operation(st: ServerState, body: OperationCreate) -> Operation:
         visibility=body.visibility,
         source_id=body.source.id if body.source and body.source.id else None,
         max_safety=Safety(body.max_safety),
+        sandbox=body.sandbox,
         state=body.state,
         facts=[
             (f.trait, str(f.value).lower() if isinstance(f.value, bool) else str(f.value), f.score)
@@ -193,6 +204,8 @@ def start_operation(st: ServerState, body: OperationCreate) -> Operation:
         ],
         link_grace=body.link_grace,
         collect_timeout=body.collect_timeout,
+        objective_id=body.objective.id if body.objective and body.objective.id else None,
+        use_learning_parsers=body.use_learning_parsers,
     )
     return st.core.operations.start_operation(
         name=body.name,
@@ -231,7 +244,8 @@ def operations_router(st: ServerState) -> APIRouter:
         return op
 
     @router.post("/operations")
-    def create_operation(body: OperationCreate) -> dict[str, Any]:
+    def create_operation(body: OperationCreate, response: Response) -> dict[str, Any]:
+        differs(response, "operation-defaults")
         return view(start_operation(st, body).id)
 
     @router.get("/operations")

@@ -306,9 +306,16 @@ def encode_instruction(instruction: Instruction) -> str:
     )
 
 
-def encode_reply(paw: str, sleep: int, watchdog: int, instructions: list[Instruction]) -> bytes:
-    """Base64 of ``{paw, sleep, watchdog, instructions}``; ``instructions``: a JSON string of JSON strings."""
-    if not instructions and paw.isascii():
+def encode_reply(
+    paw: str,
+    sleep: int,
+    watchdog: int,
+    instructions: list[Instruction],
+    directives: Mapping[str, Any] | None = None,
+) -> bytes:
+    """Base64 of ``{paw, sleep, watchdog, instructions}``; ``instructions``: a JSON string of JSON strings.
+    ``directives`` adds Caldera's ``new_contact`` (a string) and ``executor_change`` (an object)."""
+    if not instructions and not directives and paw.isascii():
         # The idle reply, most beacons get it: a cleaned ASCII paw ([A-Za-z0-9_.-]) needs no JSON escaping.
         idle = f'{{"paw": "{paw}", "sleep": {int(sleep)}, "watchdog": {int(watchdog)}, "instructions": "[]"}}'
         return base64.b64encode(idle.encode("ascii"))
@@ -317,6 +324,7 @@ def encode_reply(paw: str, sleep: int, watchdog: int, instructions: list[Instruc
         "sleep": sleep,
         "watchdog": watchdog,
         "instructions": json.dumps([encode_instruction(i) for i in instructions]),
+        **(directives or {}),
     }
     return base64.b64encode(json.dumps(reply).encode("utf-8"))
 
@@ -352,21 +360,27 @@ class CalderaContact:
         self._body_of_paw[paw] = body
         self._paw_of_body[body] = paw
 
-    async def handle(self, body: bytes) -> bytes:
-        """The reply body for a beacon; raises :class:`C2Error` (a 4xx) for a bad one."""
+    async def handle(self, body: bytes, enrolled: bool = False) -> bytes:
+        """The reply body for a beacon; raises :class:`C2Error` (a 4xx) for a bad one. ``enrolled``: the
+        request carried the enrolment token (checked by the caller)."""
         core = self._core()
         paw = self._paw_of_body.get(body)
-        if paw is not None and paw in core.agents and not core.is_native(paw):
+        if (
+            paw is not None
+            and paw in core.agents
+            and not core.is_native(paw)
+            and core.enrolled(paw) is enrolled  # otherwise register() refuses it, or enrols it
+        ):
             core.seen(paw)  # these exact bytes were decoded and checked before, to this agent's profile
             results = None
         else:
             beacon = decode_beacon(body)
             paw = beacon.profile.paw
-            if core.unchanged(beacon.profile, beacon.present):
+            if core.unchanged(beacon.profile, beacon.present) and core.enrolled(paw) is enrolled:
                 core.seen(paw)
             else:
                 await self._run_sync(
-                    core.register, beacon.profile, beacon.extras, beacon.timing, beacon.present
+                    core.register, beacon.profile, beacon.extras, beacon.timing, beacon.present, enrolled
                 )
             results = beacon.results
             if results is None and beacon.named and len(body) <= _CACHED_BODY:
@@ -387,4 +401,5 @@ class CalderaContact:
             sleep, watchdog = await self._run_sync(core.timing, paw)
         else:
             sleep, watchdog = core.timing(paw)
-        return encode_reply(paw, sleep, watchdog, instructions)
+        directives = await self._run_sync(core.directives, paw) if core.has_directives(paw) else None
+        return encode_reply(paw, sleep, watchdog, instructions, directives)

@@ -62,6 +62,11 @@ SWEEP_INTERVAL = 5.0  # seconds between unprompted looks for work per agent whil
 MAX_AGENTS = (
     100_000  # registration refuses more: unauthenticated Caldera registration must not exhaust memory
 )
+# What a Caldera agent that beacons without the enrolment token gets (``assay serve --caldera-unenrolled``):
+# ``untrusted``: registered and listed, but no command and no result is taken until an operator trusts it;
+# ``refuse``: a 403, nothing stored; ``trusted``: Caldera's own behaviour (anyone reaching the port runs it).
+UNENROLLED_POLICIES = ("untrusted", "refuse", "trusted")
+ENROLLED = "enrolled"  # in an agent's stored profile: it presented the enrolment token
 
 
 class Ledger(Protocol):
@@ -246,6 +251,7 @@ _PROFILE_FIELDS = (
     "location",
     "exe_name",
     "contact",
+    "sandbox",
 )
 
 
@@ -260,7 +266,11 @@ class BeaconCore:
         clock: Callable[[], float] = time.time,
         defaults: AgentDefaults | None = None,
         on_ready: Callable[[str], None] = lambda paw: None,
+        unenrolled: str = "untrusted",
     ) -> None:
+        if unenrolled not in UNENROLLED_POLICIES:
+            raise C2Error(f"must be one of {', '.join(UNENROLLED_POLICIES)}, got {unenrolled!r}")
+        self.unenrolled = unenrolled
         self.ledger = ledger
         self.operations = operations
         self.clock = clock
@@ -358,8 +368,13 @@ class BeaconCore:
         extras: Mapping[str, Any],
         timing: Mapping[str, int],
         present: Collection[str] = _PROFILE_FIELDS,
+        enrolled: bool = False,
     ) -> Agent:
-        """A Caldera beacon: register an unknown paw (no secret, as Caldera), or update a known one.
+        """A Caldera beacon: register an unknown paw, or update a known one.
+
+        ``enrolled``: the beacon carried the enrolment token. A new agent without it is handled by the
+        ``unenrolled`` policy; an agent that once presented it must present it on every beacon (a paw is no
+        secret); an unenrolled agent that presents it becomes enrolled and trusted.
 
         A known agent changes only in the fields the beacon carried (a result beacon carries a trimmed
         profile; Caldera, too, leaves absent fields alone). Writes only when something changed. ``extras``
@@ -377,15 +392,23 @@ class BeaconCore:
                     status=403,
                 )
             if old is None:
+                if not enrolled and self.unenrolled == "refuse":
+                    raise Refused(
+                        "an unenrolled Caldera agent is refused: beacon to /enrol/<token>/beacon (Sandcat: "
+                        "-server http://HOST:PORT/enrol/<token>) or with 'Authorization: Bearer <token>'",
+                        Source(agent=paw),
+                        status=403,
+                    )
                 self._check_capacity(paw)
                 profile.created_at = profile.last_seen = now
                 profile.contact = profile.contact or "HTTP"
+                profile.trusted = enrolled or self.unenrolled == "trusted"
                 d = self.defaults
                 settings = AgentSettings(
                     int(timing.get("sleep_min", d.sleep_min)),
                     int(timing.get("sleep_max", d.sleep_max)),
                     int(timing.get("watchdog", d.watchdog)),
-                    profile=dict(extras),
+                    profile={**extras, ENROLLED: enrolled},
                 )
                 if settings.sleep_min > settings.sleep_max:  # only one of them given: keep them ordered
                     settings = replace(settings, sleep_max=settings.sleep_min)
@@ -395,10 +418,37 @@ class BeaconCore:
                 self.settings[paw] = settings
                 self._queue_tasks(paw, tasks)
                 self._maybe_work.add(paw)
-                self.ledger.audit([AuditEntry(now, "register", paw=paw, data={"host": profile.host})])
+                self.ledger.audit(
+                    [
+                        AuditEntry(
+                            now,
+                            "register",
+                            paw=paw,
+                            data={"host": profile.host, ENROLLED: enrolled, "trusted": profile.trusted},
+                        )
+                    ]
+                )
                 agent = profile
                 joined = True
             else:
+                bound = self.enrolled(paw)
+                if bound and not enrolled:
+                    raise Refused(
+                        f"agent {paw} enrolled with the token; a beacon without it is refused",
+                        Source(agent=paw),
+                        status=403,
+                    )
+                joined = False
+                if enrolled and not bound:  # an unenrolled agent presents the token: enrolled and trusted
+                    s = self._settings_for(paw)
+                    new = replace(s, profile={**s.profile, ENROLLED: True})
+                    old.trusted = True
+                    self.ledger.save_settings(paw, new, now)
+                    self.settings[paw] = new
+                    self.ledger.save_agent(old)
+                    self._maybe_work.add(paw)
+                    self.ledger.audit([AuditEntry(now, "enrol", paw=paw, data={"host": old.host})])
+                    joined = True
                 changed = [
                     f for f in _PROFILE_FIELDS if f in present and getattr(old, f) != getattr(profile, f)
                 ]
@@ -410,10 +460,14 @@ class BeaconCore:
                 else:
                     self._unsaved_seen[paw] = now
                 agent = old
-                joined = False
         if joined:
             self.operations.agent_joined(agent)
         return agent
+
+    def enrolled(self, paw: str) -> bool:
+        """Lock-free: whether Caldera agent ``paw`` presented the enrolment token (then it must, always)."""
+        s = self.settings.get(paw)
+        return s is not None and s.profile.get(ENROLLED) is True
 
     def is_native(self, paw: str) -> bool:
         """Whether ``paw`` has a per-agent key (enrolled natively): Caldera beacons may not speak for it."""
@@ -503,6 +557,7 @@ class BeaconCore:
                 watchdog=changes.get("watchdog", s.watchdog),
             )
             check_timing(new.sleep_min, new.sleep_max, new.watchdog)
+            new = replace(new, profile=self._directives_patch(agent, new.profile, changes))
             if "group" in changes:
                 agent.group = str(changes["group"])
             if "trusted" in changes:
@@ -518,6 +573,59 @@ class BeaconCore:
         if agent.trusted:
             self.operations.agent_joined(agent)  # a changed group may join running operations
         return agent
+
+    @staticmethod
+    def _directives_patch(
+        agent: Agent, profile: Mapping[str, Any], changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Caldera's ``pending_contact`` and ``executor_change``, kept with the agent's profile fields until
+        a reply carries them. Removing an executor takes it off the agent at once (as Caldera does), so
+        planning stops choosing it."""
+        out = dict(profile)
+        if "pending_contact" in changes:
+            out["pending_contact"] = str(changes["pending_contact"])
+        change = changes.get("executor_change")
+        if change is not None:
+            change = dict(change)
+            if change.get("executor") not in agent.executors:
+                raise Refused(
+                    f"agent has no executor {change.get('executor')!r} (it has {list(agent.executors)})",
+                    Source(agent=agent.paw, field="executor_change.executor"),
+                    status=422,
+                )
+            if change.get("action") == "remove":
+                agent.executors = tuple(e for e in agent.executors if e != change["executor"])
+            out["executor_change"] = change
+        return out
+
+    def directives(self, paw: str) -> dict[str, Any]:
+        """What the next Caldera reply carries besides instructions: ``new_contact`` while the agent's
+        ``pending_contact`` differs from its contact, and a pending ``executor_change`` (then cleared: it is
+        sent once, as Caldera's ``assign_pending_executor_change``)."""
+        agent = self.agents.get(paw)
+        s = self.settings.get(paw)
+        if agent is None or s is None or not s.profile:
+            return {}
+        out: dict[str, Any] = {}
+        pending = s.profile.get("pending_contact")
+        if pending and pending != agent.contact:
+            out["new_contact"] = pending
+        if s.profile.get("executor_change"):
+            with self._lock:
+                s = self._settings_for(paw)
+                change = s.profile.get("executor_change")
+                if change:
+                    out["executor_change"] = change
+                    new = replace(s, profile={k: v for k, v in s.profile.items() if k != "executor_change"})
+                    self.ledger.save_settings(paw, new, self.clock())
+                    self.settings[paw] = new
+        return out
+
+    def has_directives(self, paw: str) -> bool:
+        s = self.settings.get(paw)
+        return bool(
+            s and s.profile and (s.profile.get("pending_contact") or s.profile.get("executor_change"))
+        )
 
     def kill(self, paw: str, principal: str | None = None) -> Agent:
         """Caldera's kill: the agent stops at its next beacon (native: told to stop; Caldera: watchdog 1)."""
@@ -697,8 +805,15 @@ class BeaconCore:
         )
 
     def submit(self, paw: str, results: Sequence[Result]) -> list[ResultOutcome]:
-        """Record results (the next links are planned at once); a re-sent result is a duplicate, no error."""
+        """Record results (the next links are planned at once); a re-sent result is a duplicate, no error.
+
+        An unknown or untrusted agent (unenrolled, or distrusted by an operator) writes no result at all:
+        whoever beacons with a paw it does not own must not complete that paw's links."""
         now = self.clock()
+        agent = self.agents.get(paw)
+        if agent is None or not agent.trusted:
+            why = "unknown agent" if agent is None else f"agent {paw} is not trusted: its results are refused"
+            return [ResultOutcome(r.link_id, ResultState.REJECTED, why) for r in results]
         outcomes: list[ResultOutcome] = []
         for result in results:
             with self._lock:

@@ -12,11 +12,10 @@ ROLES = ("red", "blue", "admin")
 
 
 def role_of(principal: Principal | None) -> str | None:
-    """The key's role. Every API key has full access to the REST API today, so the UI shows it everything
-    the API would let it do: the role is ``admin``."""
+    """The key's role (``red``, ``blue`` or ``admin``): the UI shows what the REST API lets that key do."""
     if principal is None or principal.kind != "api":
         return None
-    return "admin"
+    return principal.role.value
 
 
 def allowed(principal: Principal | None, need: str) -> bool:

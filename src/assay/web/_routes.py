@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from assay.api._operations import OperationCreate, start_operation
-from assay.c2 import Principal
+from assay.api._roles import require
+from assay.c2 import Principal, Role
 from assay.emulation import LinkStatus
 from assay.errors import AssayError
 from assay.web import _pages as pages
@@ -563,35 +564,37 @@ def _stream_routes(web: Web, ui: APIRouter) -> None:
 def _twin_routes(web: Web, api: APIRouter) -> None:
     """The JSON of every page, from the same view functions (API key auth, like the rest of /api/v2)."""
     st = web.st
+    # The same roles as the API the page summarises (see assay.api._roles): a twin never shows more.
+    any_role, red, blue = [require(Role.RED, Role.BLUE)], [require(Role.RED)], [require(Role.BLUE)]
 
-    @api.get("/dashboard")
+    @api.get("/dashboard", dependencies=any_role)
     def dashboard() -> dict[str, Any]:
         return pages.dashboard(st, web.rounds)
 
-    @api.get("/content")
+    @api.get("/content", dependencies=red)
     def content(q: str = "", tactic: str = "", technique: str = "") -> dict[str, Any]:
         return pages.content(st, q[:200], tactic[:64], technique[:32])
 
-    @api.get("/operations/{operation_id}")
+    @api.get("/operations/{operation_id}", dependencies=red)
     def operation(operation_id: str) -> dict[str, Any]:
         return pages.operation_page(st, operation_id)
 
-    @api.get("/rounds/{round_id}")
+    @api.get("/rounds/{round_id}", dependencies=blue)
     def round_page(round_id: str) -> dict[str, Any]:
         return web.rounds.round_page(round_id)
 
-    @api.get("/rounds/{round_id}/techniques/{technique_id}")
+    @api.get("/rounds/{round_id}/techniques/{technique_id}", dependencies=blue)
     def technique(round_id: str, technique_id: str) -> dict[str, Any]:
         return web.rounds.technique_page(round_id, technique_id)
 
-    @api.get("/rounds/{round_id}/compare/{other_id}")
+    @api.get("/rounds/{round_id}/compare/{other_id}", dependencies=blue)
     def comparison(round_id: str, other_id: str) -> dict[str, Any]:
         return web.rounds.comparison(round_id, other_id)
 
-    @api.get("/alerts")
+    @api.get("/alerts", dependencies=blue)
     def alerts() -> dict[str, Any]:
         return pages.alerts(st)
 
-    @api.get("/rules")
+    @api.get("/rules", dependencies=blue)
     def rules() -> dict[str, Any]:
         return pages.rules(st, web.rounds.rules.get())
