@@ -200,9 +200,10 @@ class Rounds:
         return {
             "round_id": round_id,
             "other_id": other_id,
-            "current": current["summary"],
-            "previous": previous["summary"],
-            **delta,
+            "summary_now": current["summary"],
+            "summary_then": previous["summary"],
+            "summary": delta["summary"],  # this round's figures minus the earlier one's
+            "changes": delta["changes"],
         }
 
 
