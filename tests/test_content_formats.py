@@ -71,8 +71,10 @@ def test_stockpile_v1_ability_adversary_and_source() -> None:
         True,
     )
     assert v1.platforms == ("linux", "windows")
-    psh = v1.executors_for("windows")[0]
+    assert v1.executors_for("windows") == ()  # built by Caldera's builder plugin: loaded, never run
+    psh = v1.unsupported_for("windows")[0]
     assert psh.additional_info["language"] == "csharp" and "code" in psh.additional_info
+    assert "builder plugin" in psh.unsupported and "language csharp" in psh.unsupported
     assert v1.executors_for("linux")[0].additional_info["variations"][0]["description"] == "deeper"
     assert v1.requirements[0].relationships == ({"source": "host.dir.staged", "edge": "has_compressed_file"},)
     adversary = lib.adversaries[ADV_ID]
@@ -112,7 +114,8 @@ def test_content_check_json_shape_and_exit_code(tmp_path: Path) -> None:
     done = _run_check(str(DATA), "--json")
     assert done.returncode == 1  # the broken ability
     data = json.loads(done.stdout)
-    assert set(data) == {"abilities", "adversaries", "errors", "warnings"}
+    assert set(data) == {"abilities", "adversaries", "sources", "objectives", "planners", "skips", "counts",
+                         "errors", "warnings"}  # fmt: skip
     v0 = next(a for a in data["abilities"] if a["id"] == V0_ID)
     assert v0 == {
         "id": V0_ID,
@@ -148,7 +151,8 @@ def test_atomic_red_team_corpus_imports_with_zero_errors(atomic_corpus: Path) ->
     assert all("powershell" in w.message or "manual" in w.message for w in skipped)
     assert {a.executors[0].name for a in lib.abilities.values()} <= {"sh", "bash"}
     assert all(
-        a.tactic and a.technique_id.startswith("T") and a.safety is None for a in lib.abilities.values()
+        a.tactic and a.technique_id.startswith("T") and a.safety is not None and a.safety_reason
+        for a in lib.abilities.values()
     )
     with_deps = [a for a in lib.abilities.values() if a.dependencies]
     assert with_deps and any(d.needs_network for a in with_deps for d in a.dependencies)

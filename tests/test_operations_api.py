@@ -229,7 +229,7 @@ def test_content_created_through_the_api_is_validated_and_kept_across_a_restart(
         builtin = srv.ok("GET", "/api/v2/abilities")[0]["ability_id"]
         assert srv.call("DELETE", f"/api/v2/abilities/{builtin}")[0] == 409  # from a file: change the file
         planners = {p["name"] for p in srv.ok("GET", "/api/v2/planners")}
-        assert planners == {"atomic", "batch", "buckets"}
+        assert planners == {"atomic", "batch", "buckets", "look_ahead", "guided"}
         assert {o["name"] for o in srv.ok("GET", "/api/v2/obfuscators")} == {"plain-text", "base64"}
     with serving(tmp_path / "data") as srv:
         assert srv.ok("GET", "/api/v2/abilities/api-made")["name"] == "Renamed"

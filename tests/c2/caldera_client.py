@@ -54,6 +54,7 @@ class Client:
         self.paw = paw
         self.group = group
         self.deadman: list[dict[str, Any]] = []
+        self.executors = ["sh"]
         self.last_checkin = time.time()
         self.watchdog = 0
 
@@ -68,7 +69,7 @@ class Client:
             "location": os.path.abspath(__file__),
             "pid": os.getpid(),
             "ppid": os.getppid(),
-            "executors": ["sh"],
+            "executors": list(self.executors),
             "privilege": "User",
             "exe_name": "caldera_client.py",
             "paw": self.paw,
@@ -153,6 +154,11 @@ class Client:
                 time.sleep(1)
                 continue
             self.paw, self.watchdog = reply["paw"], reply["watchdog"]
+            if "new_contact" in reply or "executor_change" in reply:  # Sandcat: switch channel / executor
+                change = reply.get("executor_change")
+                if isinstance(change, dict) and change.get("action") == "remove":
+                    self.executors = [e for e in self.executors if e != change.get("executor")]
+                say("directive", new_contact=reply.get("new_contact"), executor_change=change)
             instructions = [json.loads(item) for item in json.loads(reply["instructions"])]
             say(
                 "beacon",

@@ -6,13 +6,14 @@ Caldera's paths and shapes (``../shared/notes/caldera-formats.md`` §D), with th
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from assay import __version__
+from assay.api._content import differs
 from assay.api._roles import require
 from assay.api._state import API_KEY, ServerState, credential_name
 from assay.api._views import agent_view
@@ -24,6 +25,23 @@ RED, BLUE, ADMIN = require(Role.RED), require(Role.BLUE), require(Role.ADMIN)
 ANY = require(Role.RED, Role.BLUE)  # every role
 
 
+class ExecutorChange(BaseModel):
+    """Caldera's ``executor_change`` in a beacon reply: remove an executor, or point it at another binary."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["remove", "update_path"]
+    executor: str = Field(min_length=1, max_length=32)
+    value: str | None = Field(default=None, max_length=4096)
+
+    @model_validator(mode="after")
+    def _value(self) -> ExecutorChange:
+        if self.action == "update_path" and not self.value:
+            raise ValueError("'update_path' needs 'value' (the executor's new binary path)")
+        if self.action == "remove" and self.value is not None:
+            raise ValueError("'remove' takes no 'value'")
+        return self
+
+
 class AgentPatch(BaseModel):
     """Caldera's agent PATCH; applied at the agent's next beacon."""
 
@@ -33,6 +51,8 @@ class AgentPatch(BaseModel):
     watchdog: int | None = Field(default=None, ge=0, le=MAX_WATCHDOG)
     group: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[\w.\-]+$")
     trusted: bool | None = None
+    pending_contact: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[\w.\-]+$")
+    executor_change: ExecutorChange | None = None
 
 
 class AgentsConfigPatch(BaseModel):
@@ -97,13 +117,16 @@ def agents_router(st: ServerState) -> APIRouter:
         return view(find(paw))
 
     @router.patch("/agents/{paw}", dependencies=[RED])
-    def patch_agent(paw: str, body: AgentPatch, request: Request) -> dict[str, Any]:
+    def patch_agent(paw: str, body: AgentPatch, request: Request, response: Response) -> dict[str, Any]:
         find(paw)
         changes = body.model_dump(exclude_none=True)
         if not changes:
             raise HTTPException(
-                422, detail="nothing to change: give sleep_min, sleep_max, watchdog, group or trusted"
+                422,
+                detail="nothing to change: give sleep_min, sleep_max, watchdog, group, trusted, "
+                "pending_contact or executor_change",
             )
+        differs(response, "executor-change" if "executor_change" in changes else "agent-patch")
         updated = core.update_agent(paw, changes, getattr(request.state, "principal", None))
         return view(updated)
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -157,6 +157,15 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Edge:
     app.include_router(agents_router(st), prefix="/api/v2", dependencies=guarded)
     app.include_router(records_router(st), prefix="/api/v2", dependencies=[*guarded, require(Role.BLUE)])
     app.include_router(operations_router(st), prefix="/api/v2", dependencies=[*guarded, require(Role.RED)])
+    from assay.web import web_routers  # the web UI is an edge over the same state
+
+    pages, twins = web_routers(st)
+    app.include_router(pages)
+    app.include_router(twins, prefix="/api/v2", dependencies=guarded)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=303)
 
     @app.post("/api/v2/telemetry", dependencies=[*guarded, require(Role.BLUE)], tags=["Assay: telemetry"])
     async def telemetry(body: Annotated[Any, Body()]) -> JSONResponse:

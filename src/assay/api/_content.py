@@ -12,22 +12,25 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
-from assay.api._views import ability_view, adversary_view
+from assay.api._views import ability_view, adversary_view, objective_view
 from assay.content import (
+    BASIC_SOURCE,
+    BASIC_SOURCE_ID,
     Ability,
     Adversary,
     FactSource,
     Library,
+    PlannerDefinition,
     YMap,
     load_yaml,
     parse_ability,
     parse_adversary,
     parse_source,
 )
-from assay.emulation import OBFUSCATORS, PLANNERS
+from assay.emulation import OBFUSCATORS, PLANNERS, planner_class
 from assay.errors import ContentError, ErrorCollector
 
 if TYPE_CHECKING:
@@ -35,6 +38,23 @@ if TYPE_CHECKING:
     from assay.storage import Store
 
 _KINDS = ("ability", "adversary", "source")
+
+# Where a response differs from what Caldera would answer, it carries ``X-Assay-Differs`` naming the
+# difference and its section of docs/caldera-differences.md (which lists every difference).
+DIFFERENCES: dict[str, str] = {
+    "operation-defaults": "jitter defaults to 0/0 and only abilities labelled safe run unless max_safety "
+    "opts in",
+    "file-content": "content loaded from files is read-only through the API",
+    "planners": "planners Assay does not implement are listed with runs_as null and cannot start operations",
+    "objectives": "objectives are read-only through the API (they come from content files)",
+    "agent-patch": "sleep and watchdog are validated (Caldera accepts negative values)",
+    "executor-change": "executor_change is set through PATCH /api/v2/agents/{paw} "
+    "(Caldera sets it server-side only)",
+}
+
+
+def differs(response: Response, key: str) -> None:
+    response.headers["X-Assay-Differs"] = f"{DIFFERENCES[key]}; see docs/caldera-differences.md#{key}"
 
 
 # Characters JSON leaves as they are but a YAML stream may not hold (or reads as line breaks: NEL, U+2028,
@@ -96,6 +116,45 @@ def _id_key(kind: str) -> str:
     return {"ability": "ability_id", "adversary": "adversary_id", "source": "id"}[kind]
 
 
+def save_item(
+    st: ServerState, kind: str, data: dict[str, Any], item_id: str | None, *, replace: bool
+) -> dict[str, Any]:
+    """Parse ``data`` with the YAML loaders, store it and add it to the library; its API view (with any
+    warnings). Content from files is not changed here (409): change the file."""
+    library = st.content.library
+    tables: dict[str, dict[str, Any]] = {
+        "ability": library.abilities,
+        "adversary": library.adversaries,
+        "source": library.sources,
+    }
+    views = {"ability": ability_view, "adversary": adversary_view, "source": source_view}
+    if item_id is not None:
+        data = {**data, _id_key(kind): item_id}
+        if kind == "ability":
+            data.pop("id", None)
+    elif not (data.get(_id_key(kind)) or data.get("id")):
+        data = {**data, _id_key(kind): str(uuid.uuid4())}  # as Caldera: a new item without an id gets one
+    errors = ErrorCollector()
+    try:
+        item = parse_item(kind, data, f"request:{kind}", errors)
+    except ContentError as exc:
+        raise HTTPException(400, detail=str(exc)) from exc
+    known = tables[kind].get(item.id)
+    stored = _is_stored(st.store, kind, item.id)
+    builtin = known is BASIC_SOURCE  # Caldera's `basic` may be edited; the edit is stored like any source
+    if known is not None and not stored and not builtin:
+        where = getattr(known, "origin", None)
+        raise HTTPException(409, detail=f"{kind} {item.id} comes from {where}; change that file instead")
+    if known is not None and not replace and not builtin:
+        raise HTTPException(409, detail=f"{kind} {item.id} exists; PUT or PATCH it")
+    st.store.save_content(kind, item.id, data)
+    _add(library, item)
+    view = views[kind](item)  # type: ignore[operator]
+    if errors.warnings:
+        view["warnings"] = [str(w) for w in errors.warnings]
+    return dict(view)
+
+
 def content_router(st: ServerState) -> APIRouter:
     router = APIRouter(tags=["content"])
     library = st.content.library
@@ -107,30 +166,7 @@ def content_router(st: ServerState) -> APIRouter:
     views = {"ability": ability_view, "adversary": adversary_view, "source": source_view}
 
     def upsert(kind: str, data: dict[str, Any], item_id: str | None, *, replace: bool) -> dict[str, Any]:
-        if item_id is not None:
-            data = {**data, _id_key(kind): item_id}
-            if kind == "ability":
-                data.pop("id", None)
-        elif not (data.get(_id_key(kind)) or data.get("id")):
-            data = {**data, _id_key(kind): str(uuid.uuid4())}  # as Caldera: a new item without an id gets one
-        errors = ErrorCollector()
-        try:
-            item = parse_item(kind, data, f"request:{kind}", errors)
-        except ContentError as exc:
-            raise HTTPException(400, detail=str(exc)) from exc
-        known = tables[kind].get(item.id)
-        stored = _is_stored(st.store, kind, item.id)
-        if known is not None and not stored:
-            where = getattr(known, "origin", None)
-            raise HTTPException(409, detail=f"{kind} {item.id} comes from {where}; change that file instead")
-        if known is not None and not replace:
-            raise HTTPException(409, detail=f"{kind} {item.id} exists; PUT or PATCH it")
-        st.store.save_content(kind, item.id, data)
-        _add(library, item)
-        view = views[kind](item)  # type: ignore[operator]
-        if errors.warnings:
-            view["warnings"] = [str(w) for w in errors.warnings]
-        return dict(view)
+        return save_item(st, kind, data, item_id, replace=replace)
 
     def get_one(kind: str, item_id: str) -> Any:
         item = tables[kind].get(item_id)
@@ -161,6 +197,8 @@ def content_router(st: ServerState) -> APIRouter:
             async def patch(item_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
                 get_one(kind, item_id)
                 old = next((d for _, i, d in st.store.content(kind) if i == item_id), None)
+                if old is None and tables[kind].get(item_id) is BASIC_SOURCE:
+                    old = source_view(BASIC_SOURCE)
                 if old is None:
                     raise HTTPException(
                         409, detail=f"{kind} {item_id} comes from a file; change that file instead"
@@ -169,23 +207,53 @@ def content_router(st: ServerState) -> APIRouter:
 
             @router.delete(f"/{plural}/{{item_id}}", name=f"delete {kind}", status_code=204)
             def delete(item_id: str) -> None:
-                get_one(kind, item_id)
+                item = get_one(kind, item_id)
                 if not st.store.delete_content(kind, item_id):
-                    raise HTTPException(409, detail=f"{kind} {item_id} comes from a file; remove it there")
+                    where = getattr(item, "origin", None) or "a file"
+                    raise HTTPException(409, detail=f"{kind} {item_id} comes from {where}; remove it there")
                 tables[kind].pop(item_id, None)
+                if kind == "source" and item_id == BASIC_SOURCE_ID:
+                    tables[kind][item_id] = BASIC_SOURCE  # Caldera always has `basic`
 
         bind()
 
+    def all_planners() -> list[dict[str, Any]]:
+        """Assay's planners, then every loaded definition not already listed under the same id."""
+        out = [planner_view(cls) for cls in PLANNERS.values()]
+        listed = {p["id"] for p in out}
+        for definition in library.planners.values():
+            if definition.id.removesuffix(".yml") not in listed:
+                out.append(definition_view(definition))
+        return out
+
     @router.get("/planners")
-    def planners() -> list[dict[str, Any]]:
-        return [planner_view(cls) for cls in PLANNERS.values()]
+    def planners(response: Response) -> list[dict[str, Any]]:
+        differs(response, "planners")
+        return all_planners()
 
     @router.get("/planners/{planner_id}")
-    def planner_one(planner_id: str) -> dict[str, Any]:
-        for cls in PLANNERS.values():
-            if planner_id in (cls.id, cls.name):
-                return planner_view(cls)
+    def planner_one(planner_id: str, response: Response) -> dict[str, Any]:
+        differs(response, "planners")
+        for view in all_planners():
+            if planner_id in (view["id"], f"{view['id']}.yml", view["name"]):
+                return view
+        definition = library.planner_definition(planner_id)
+        if definition is not None:
+            return definition_view(definition)
         raise HTTPException(404, detail=f"no planner {planner_id!r}")
+
+    @router.get("/objectives")
+    def objectives(response: Response) -> list[dict[str, Any]]:
+        differs(response, "objectives")
+        return [objective_view(o) for o in library.objectives.values()]
+
+    @router.get("/objectives/{objective_id}")
+    def objective_one(objective_id: str, response: Response) -> dict[str, Any]:
+        differs(response, "objectives")
+        try:
+            return objective_view(library.objective(objective_id))
+        except KeyError as exc:
+            raise HTTPException(404, detail=f"no objective {objective_id!r}") from exc
 
     @router.get("/obfuscators")
     def obfuscators() -> list[dict[str, Any]]:
@@ -208,6 +276,25 @@ def planner_view(cls: Any) -> dict[str, Any]:
         "ignore_enforcement_modules": [],
         "allow_repeatable_abilities": False,
         "plugin": "assay",
+        "runs_as": cls.name,
+    }
+
+
+def definition_view(definition: PlannerDefinition) -> dict[str, Any]:
+    """A loaded planner definition: Caldera's shape, ``runs_as`` naming the Assay planner (null: none)."""
+    runs_as = planner_class(definition.runs_as).name if definition.runs_as else None
+    return {
+        "id": definition.id.removesuffix(".yml"),
+        "name": definition.name,
+        "description": definition.description,
+        "module": definition.module,
+        "params": dict(definition.params),
+        "stopping_conditions": [{trait: value} for trait, value in definition.stopping_conditions],
+        "ignore_enforcement_modules": list(definition.ignore_enforcement_modules),
+        "allow_repeatable_abilities": definition.allow_repeatable_abilities,
+        "plugin": definition.plugin or "stockpile",
+        "runs_as": runs_as,
+        "origin": str(definition.origin) if definition.origin else None,
     }
 
 

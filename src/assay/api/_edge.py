@@ -11,9 +11,10 @@ It wraps the FastAPI app and sees every request first:
 - **``POST /beacon``** is answered here, without routing, dependency injection or validation models: it is
   the request every agent makes every few seconds, and the layers it skips cost more than the beacon itself
   (measured by ``bench/beacons.py``). It is off unless ``--caldera-compat``: then it says how to turn it on.
-- **Audit.** Every state-changing API call (POST, PUT, PATCH, DELETE under ``/api/``) is written to the audit
-  trail once answered: the key that made it, the path, the status, and the id of what it created. That is how
-  the trail says which key started an operation, whatever route started it.
+- **Audit.** Every state-changing API call (POST, PUT, PATCH, DELETE under ``/api/``, and the web UI's forms
+  under ``/ui/``) is written to the audit trail once answered: the key that made it, the path, the status,
+  and the id of what it created. That is how the trail says which key started an operation, whatever route
+  started it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ LIMITS = (  # (path prefix, bytes): first match wins
 ENROL_PREFIX = "/enrol/"
 ENROLLED_STATE = "assay_enrolled"  # request.state: the request carried the enrolment token in its path
 _AUDITED = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_AUDITED_PATHS = ("/api/", "/ui/")  # the REST API and the web UI's forms
 _NOT_AUDITED = ("/api/v2/telemetry",)  # sensor data, not a command
 _KEEP_REPLY = 64 * 1024  # the start of a reply kept to find the created resource's id
 
@@ -170,7 +172,11 @@ class Edge:
                 await _json(send, 413, {"error": f"request body is over the {limit}-byte limit"})
                 return
             receive = _replay(body, receive)
-        if scope.get("method") in _AUDITED and path.startswith("/api/") and not path.startswith(_NOT_AUDITED):
+        if (
+            scope.get("method") in _AUDITED
+            and path.startswith(_AUDITED_PATHS)
+            and not path.startswith(_NOT_AUDITED)
+        ):
             await self._audited(scope, receive, send, request_body)
         else:
             await self.app(scope, receive, send)
@@ -322,6 +328,8 @@ def _api_entry(scope: Scope, status: int, reply: bytes, principal: str, now: flo
         operation_id = parts[3] if len(parts) > 3 else created
         if len(parts) == 6 and parts[4] == "links":
             link_id = parts[5]
+    if parts[:2] == ["ui", "operations"] and len(parts) > 2:
+        operation_id = parts[2]
     if parts[:3] == ["api", "v2", "agents"] and len(parts) > 3:
         paw = parts[-1]
     return AuditEntry(

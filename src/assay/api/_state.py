@@ -28,7 +28,7 @@ from assay.c2 import (
     new_secret,
     slow_hash,
 )
-from assay.content import LoadResult, load_builtin
+from assay.content import LoadResult, content_payload_dirs, load_builtin
 from assay.emulation import Agent, Link, OperationService, Result
 from assay.storage import C2Records, Store, sqlite_url
 
@@ -214,6 +214,9 @@ def open_state(config: ServerConfig) -> ServerState:
     keys.reload()
     roots = [config.data_dir / "payloads", *config.payload_dirs]
     roots += [p / "payloads" for p in config.content_paths if (p / "payloads").is_dir()]
+    roots += [
+        d for d in content_payload_dirs(config.content_paths) if d not in roots
+    ]  # stockpile's data/payloads
     payloads = PayloadStore(roots, config.data_dir / "uploads")
     state = ServerState(store, content, core, waiters, keys, records, payloads, config, generated)
     # Content created through the API, and operations that were live when the server stopped or died.

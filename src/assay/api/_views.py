@@ -10,7 +10,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from assay.content import Ability, Adversary
+from assay.content import Ability, Adversary, Objective
 from assay.emulation import Agent, Link, Operation
 
 
@@ -86,6 +86,7 @@ def agent_view(agent: Agent) -> dict[str, Any]:
         "exe_name": agent.exe_name,
         "contact": agent.contact,
         "trusted": agent.trusted,
+        "sandbox": agent.sandbox,
         "display_name": f"{agent.host}${agent.username}",
         "created": caldera_time(agent.created_at),
         "last_seen": caldera_time(agent.last_seen),
@@ -138,6 +139,7 @@ def ability_view(ability: Ability) -> dict[str, Any]:
             {"module": r.module, "relationship_match": list(r.relationships)} for r in ability.requirements
         ],
         "safety": None if ability.safety is None else str(ability.safety),
+        "safety_reason": ability.safety_reason,
         "plugin": ability.plugin or "assay",
         "access": dict(ability.access),
         "additional_info": dict(ability.additional_info),
@@ -172,6 +174,29 @@ def adversary_view(adversary: Adversary) -> dict[str, Any]:
     }
 
 
+def objective_view(objective: Objective, facts: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Caldera's objective display; with an operation's facts, each goal says whether it is met."""
+    view: dict[str, Any] = {
+        "id": objective.id,
+        "name": objective.name,
+        "description": objective.description,
+        "goals": [
+            {
+                "target": g.target,
+                "value": g.value,
+                "count": g.count,
+                "operator": g.operator,
+                **({"achieved": g.satisfied(facts)} if facts is not None else {}),
+            }
+            for g in objective.goals
+        ],
+    }
+    if facts is not None:
+        view["percentage"] = objective.percentage(facts)
+        view["achieved"] = objective.met(facts)
+    return view
+
+
 def operation_view(op: Operation, *, chain: bool = True) -> dict[str, Any]:
     """Caldera's operation display (``chain`` holds the links), with Assay's own fields beside it."""
     links = op.links
@@ -189,9 +214,12 @@ def operation_view(op: Operation, *, chain: bool = True) -> dict[str, Any]:
         "obfuscator": op.obfuscator,
         "jitter": f"{low}/{high}",
         "visibility": op.visibility,
-        "use_learning_parsers": False,
-        "objective": {"id": op.adversary.objective},
+        "use_learning_parsers": op.use_learning_parsers,
+        "objective": objective_view(op.objective, [(f.trait, f.value) for f in op.knowledge.facts.values()]),
+        "planner_params": dict(op.planner.params),
+        "end_reason": op.end_reason or None,
         "max_safety": op.max_safety.value,
+        "sandbox": op.sandbox,
         "start": caldera_time(op.created_at),
         "finish": caldera_time(op.finished_at),
         "created_at": op.created_at,

@@ -306,9 +306,16 @@ def encode_instruction(instruction: Instruction) -> str:
     )
 
 
-def encode_reply(paw: str, sleep: int, watchdog: int, instructions: list[Instruction]) -> bytes:
-    """Base64 of ``{paw, sleep, watchdog, instructions}``; ``instructions``: a JSON string of JSON strings."""
-    if not instructions and paw.isascii():
+def encode_reply(
+    paw: str,
+    sleep: int,
+    watchdog: int,
+    instructions: list[Instruction],
+    directives: Mapping[str, Any] | None = None,
+) -> bytes:
+    """Base64 of ``{paw, sleep, watchdog, instructions}``; ``instructions``: a JSON string of JSON strings.
+    ``directives`` adds Caldera's ``new_contact`` (a string) and ``executor_change`` (an object)."""
+    if not instructions and not directives and paw.isascii():
         # The idle reply, most beacons get it: a cleaned ASCII paw ([A-Za-z0-9_.-]) needs no JSON escaping.
         idle = f'{{"paw": "{paw}", "sleep": {int(sleep)}, "watchdog": {int(watchdog)}, "instructions": "[]"}}'
         return base64.b64encode(idle.encode("ascii"))
@@ -317,6 +324,7 @@ def encode_reply(paw: str, sleep: int, watchdog: int, instructions: list[Instruc
         "sleep": sleep,
         "watchdog": watchdog,
         "instructions": json.dumps([encode_instruction(i) for i in instructions]),
+        **(directives or {}),
     }
     return base64.b64encode(json.dumps(reply).encode("utf-8"))
 
@@ -393,4 +401,5 @@ class CalderaContact:
             sleep, watchdog = await self._run_sync(core.timing, paw)
         else:
             sleep, watchdog = core.timing(paw)
-        return encode_reply(paw, sleep, watchdog, instructions)
+        directives = await self._run_sync(core.directives, paw) if core.has_directives(paw) else None
+        return encode_reply(paw, sleep, watchdog, instructions, directives)

@@ -251,6 +251,7 @@ _PROFILE_FIELDS = (
     "location",
     "exe_name",
     "contact",
+    "sandbox",
 )
 
 
@@ -556,6 +557,7 @@ class BeaconCore:
                 watchdog=changes.get("watchdog", s.watchdog),
             )
             check_timing(new.sleep_min, new.sleep_max, new.watchdog)
+            new = replace(new, profile=self._directives_patch(agent, new.profile, changes))
             if "group" in changes:
                 agent.group = str(changes["group"])
             if "trusted" in changes:
@@ -574,6 +576,59 @@ class BeaconCore:
         if agent.trusted:
             self.operations.agent_joined(agent)  # a changed group may join running operations
         return agent
+
+    @staticmethod
+    def _directives_patch(
+        agent: Agent, profile: Mapping[str, Any], changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Caldera's ``pending_contact`` and ``executor_change``, kept with the agent's profile fields until
+        a reply carries them. Removing an executor takes it off the agent at once (as Caldera does), so
+        planning stops choosing it."""
+        out = dict(profile)
+        if "pending_contact" in changes:
+            out["pending_contact"] = str(changes["pending_contact"])
+        change = changes.get("executor_change")
+        if change is not None:
+            change = dict(change)
+            if change.get("executor") not in agent.executors:
+                raise Refused(
+                    f"agent has no executor {change.get('executor')!r} (it has {list(agent.executors)})",
+                    Source(agent=agent.paw, field="executor_change.executor"),
+                    status=422,
+                )
+            if change.get("action") == "remove":
+                agent.executors = tuple(e for e in agent.executors if e != change["executor"])
+            out["executor_change"] = change
+        return out
+
+    def directives(self, paw: str) -> dict[str, Any]:
+        """What the next Caldera reply carries besides instructions: ``new_contact`` while the agent's
+        ``pending_contact`` differs from its contact, and a pending ``executor_change`` (then cleared: it is
+        sent once, as Caldera's ``assign_pending_executor_change``)."""
+        agent = self.agents.get(paw)
+        s = self.settings.get(paw)
+        if agent is None or s is None or not s.profile:
+            return {}
+        out: dict[str, Any] = {}
+        pending = s.profile.get("pending_contact")
+        if pending and pending != agent.contact:
+            out["new_contact"] = pending
+        if s.profile.get("executor_change"):
+            with self._lock:
+                s = self._settings_for(paw)
+                change = s.profile.get("executor_change")
+                if change:
+                    out["executor_change"] = change
+                    new = replace(s, profile={k: v for k, v in s.profile.items() if k != "executor_change"})
+                    self.ledger.save_settings(paw, new, self.clock())
+                    self.settings[paw] = new
+        return out
+
+    def has_directives(self, paw: str) -> bool:
+        s = self.settings.get(paw)
+        return bool(
+            s and s.profile and (s.profile.get("pending_contact") or s.profile.get("executor_change"))
+        )
 
     def kill(self, paw: str, principal: str | None = None) -> Agent:
         """Caldera's kill: the agent stops at its next beacon (native: told to stop; Caldera: watchdog 1)."""

@@ -45,8 +45,11 @@ def check(
     else:
         counts = result.loaded
         typer.echo(f"files read: {result.files}")
-        for kind in ("abilities", "atomic tests", "adversaries", "sources"):
+        for kind in ("abilities", "atomic tests", "adversaries", "sources", "objectives", "planners"):
             typer.echo(f"{kind}: {counts.get(kind, 0)} loaded")
+        typer.echo(f"Linux abilities Assay can run: {data['counts']['linux_abilities']}")
+        for skip in data["skips"]:
+            typer.echo(f"skip: {_where(skip)}{skip['kind']} {skip['id']} ({skip['name']}): {skip['reason']}")
         for adversary in data["adversaries"]:
             if adversary["missing_abilities"]:
                 missing = ", ".join(adversary["missing_abilities"])
@@ -57,6 +60,7 @@ def check(
             typer.echo(f"warning: {_where(warning)}{warning['message']}")
         for error in data["errors"]:
             typer.echo(f"error: {_where(error)}{error['message']}", err=True)
-        typer.echo(f"{len(data['errors'])} error(s), {len(data['warnings'])} warning(s)")
+        errors, warnings, skips = len(data["errors"]), len(data["warnings"]), len(data["skips"])
+        typer.echo(f"{errors} error(s), {warnings} warning(s), {skips} skip(s)")
     if data["errors"]:
         raise typer.Exit(code=1)

@@ -209,7 +209,18 @@ def _executor(
     prefix = f"{platform}.{name}"
     command = (_text(where, body, "command", f"{prefix}.command") or "").strip()
     cleanup = tuple(c.strip() for c in _string_list(where, body, "cleanup", f"{prefix}.cleanup") if c.strip())
-    if not command and not cleanup and not body.get("payloads"):
+    built = sorted(_EXECUTOR_UNSUPPORTED & set(body))
+    unsupported = ""
+    if (
+        built
+    ):  # Caldera's builder plugin compiles `code` into `build_target`: valid content, not runnable here
+        language = body.get("language")
+        unsupported = (
+            f"compiled by Caldera's builder plugin ({', '.join(built)}"
+            + (f", language {language}" if language else "")
+            + "); Assay does not build payloads"
+        )
+    if not command and not cleanup and not body.get("payloads") and not built:
         raise ContentError("missing required field 'command'", where.at(body, None, f"{prefix}.command"))
     timeout = body.get("timeout", DEFAULT_TIMEOUT)
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
@@ -224,13 +235,6 @@ def _executor(
     for key in _EXECUTOR_KEPT | _EXECUTOR_UNSUPPORTED:
         if key in body:
             extra[key] = body[key]
-    for key in sorted(_EXECUTOR_UNSUPPORTED & set(body)):
-        errors.warn(
-            ContentError(
-                f"'{key}' is for Caldera's payload builder, which Assay does not have; only 'command' runs",
-                where.at(body, key, prefix_dot + key),
-            )
-        )
     info = body.get("additional_info")
     if isinstance(info, dict):
         extra = {**info, **extra}
@@ -253,6 +257,7 @@ def _executor(
         uploads=_string_list(where, body, "uploads", f"{prefix}.uploads"),
         parsers=parsers,
         additional_info=extra,
+        unsupported=unsupported,
     )
 
 

@@ -6,6 +6,11 @@ The JSON shape is fixed (issue 3)::
      "adversaries": [{"id", "name", "abilities": [...], "missing_abilities": [...]}],
      "errors": [{"file", "line", "message"}],
      "warnings": [{"file", "line", "message"}]}
+
+Issue 12 adds ``objectives``, ``planners``, ``sources`` (``[{"id", "name", ...}]``), ``skips`` (valid content
+Assay will not run: ``[{"kind", "id", "name", "reason", "file", "line"}]``) and ``counts``
+(``{"abilities", "linux_abilities", "adversaries", "sources", "objectives", "planners", "skips",
+"errors", "warnings", "files"}``; built-in defaults such as the ``basic`` source are not counted).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from assay.content._library import LoadResult, load_paths
+from assay.content._library import LoadResult, load_paths, runs_on_linux
 from assay.errors import AssayError
 
 
@@ -56,12 +61,48 @@ def report(result: LoadResult) -> dict[str, Any]:
         }
         for adv in lib.adversaries.values()
     ]
+    loaded = result.loaded
     return {
         "abilities": abilities,
         "adversaries": adversaries,
+        "sources": [
+            {"id": s.id, "name": s.name, "facts": len(s.facts), "rules": len(s.rules)}
+            for s in lib.sources.values()
+            if not _builtin_default(s.origin)
+        ],
+        "objectives": [
+            {
+                "id": o.id,
+                "name": o.name,
+                "goals": [f"{g.target} {g.operator} {g.value} x{g.count}" for g in o.goals],
+            }
+            for o in lib.objectives.values()
+            if not _builtin_default(o.origin)
+        ],
+        "planners": [
+            {"id": p.id, "name": p.name, "module": p.module, "runs_as": p.runs_as or None}
+            for p in lib.planners.values()
+        ],
+        "skips": [s.to_dict() for s in result.skips],
+        "counts": {
+            "files": result.files,
+            "abilities": len(lib.abilities),
+            "linux_abilities": sum(1 for a in lib.abilities.values() if runs_on_linux(a)),
+            "adversaries": len(lib.adversaries),
+            "sources": loaded.get("sources", 0),
+            "objectives": loaded.get("objectives", 0),
+            "planners": loaded.get("planners", 0),
+            "skips": len(result.skips),
+            "errors": len(result.errors.errors),
+            "warnings": len(result.errors.warnings),
+        },
         "errors": [problem(e) for e in result.errors.errors],
         "warnings": [problem(w) for w in result.errors.warnings],
     }
+
+
+def _builtin_default(origin: object) -> bool:
+    return getattr(origin, "file", None) == "<built-in>"
 
 
 def check_paths(paths: Iterable[Path | str]) -> tuple[LoadResult, dict[str, Any]]:

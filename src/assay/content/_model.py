@@ -6,7 +6,7 @@ adversary naming an ability that does not exist, can still point at the file and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -136,6 +136,10 @@ class Executor:
     parsers: tuple[ParserConfig, ...] = ()
     # Caldera executor keys Assay keeps but does not act on (`variations`, `code`, `language`, ...).
     additional_info: Mapping[str, Any] = field(default_factory=dict)
+    # Why Assay will not run this executor (empty: it may). Valid Caldera content Assay cannot run, such as
+    # an executor Caldera's builder plugin compiles from `code`/`language`/`build_target`, loads with a
+    # reason.
+    unsupported: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,9 @@ class Ability:
     requirements: tuple[Requirement, ...] = ()
     buckets: tuple[str, ...] = ()
     safety: Safety | None = None
+    # Why the ability has its class: imported content is classified (assay.content's safety classifier,
+    # by technique and command patterns) or overridden by the user; Assay's own content says it in YAML.
+    safety_reason: str = ""
     access: Mapping[str, Any] = field(default_factory=dict)
     plugin: str = ""
     additional_info: Mapping[str, Any] = field(default_factory=dict)
@@ -193,7 +200,11 @@ class Ability:
         return tuple(dict.fromkeys(e.platform for e in self.executors))
 
     def executors_for(self, platform: str) -> tuple[Executor, ...]:
-        return tuple(e for e in self.executors if e.platform == platform)
+        """The executors of ``platform`` Assay may run (unsupported ones are left out)."""
+        return tuple(e for e in self.executors if e.platform == platform and not e.unsupported)
+
+    def unsupported_for(self, platform: str) -> tuple[Executor, ...]:
+        return tuple(e for e in self.executors if e.platform == platform and e.unsupported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +283,128 @@ class FactSource:
 
 # Caldera's default source `basic`: operations that name no source get this empty one.
 BASIC_SOURCE_ID = "ed32b9c3-9593-4c33-b0db-e2007315096b"
+# Caldera's default objective: its one goal (`exhaustion`) is never met, the operation runs until the
+# planner has nothing left.
+DEFAULT_OBJECTIVE_ID = "495a9828-cab1-44dd-a0ca-66e58177d8cc"
+EXHAUSTION = "exhaustion"
+GOAL_OPERATORS: frozenset[str] = frozenset({"==", "<", ">", "<=", ">=", "in", "*"})
+
+
+def _compare(operator: str, wanted: str, value: str) -> bool:
+    """Caldera's ``Goal.parse_operator(op)(goal.value, fact.value)``: the goal's value on the left."""
+    if operator == "*":
+        return True
+    if operator == "==":
+        return wanted == value
+    if operator == "in":
+        return wanted in value
+    try:  # Caldera compares the raw values; numbers compare as numbers here, so "10" > "9" holds
+        left: float | str = float(wanted)
+        right: float | str = float(value)
+    except ValueError:
+        left, right = wanted, value
+    if operator == "<":
+        return left < right  # type: ignore[operator]
+    if operator == ">":
+        return left > right  # type: ignore[operator]
+    if operator == "<=":
+        return left <= right  # type: ignore[operator]
+    return left >= right  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """Caldera's goal: met once ``count`` facts of trait ``target`` compare true with ``value``."""
+
+    target: str
+    value: str = ""
+    count: int = 1
+    operator: str = "=="
+
+    def matches(self, trait: str, value: str) -> bool:
+        return trait == self.target and _compare(self.operator, self.value, value)
+
+    def satisfied(self, facts: Iterable[tuple[str, str]]) -> bool:
+        if self.target == EXHAUSTION:  # Caldera's default goal: never met by facts
+            return False
+        return sum(1 for trait, value in facts if self.matches(trait, value)) >= self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """Caldera's objective: an operation that has one ends as soon as all its goals are met."""
+
+    id: str
+    name: str
+    goals: tuple[Goal, ...] = ()
+    description: str = ""
+    origin: Source | None = None
+
+    @property
+    def exhaustion(self) -> bool:
+        """Only the default goal: nothing but running out of links ends the operation."""
+        return all(g.target == EXHAUSTION for g in self.goals)
+
+    def met(self, facts: Iterable[tuple[str, str]]) -> bool:
+        pairs = list(facts)
+        return bool(self.goals) and not self.exhaustion and all(g.satisfied(pairs) for g in self.goals)
+
+    def percentage(self, facts: Iterable[tuple[str, str]]) -> float:
+        pairs = list(facts)
+        if not self.goals:
+            return 0.0
+        return 100.0 * sum(1 for g in self.goals if g.satisfied(pairs)) / len(self.goals)
+
+
+DEFAULT_OBJECTIVE = Objective(
+    DEFAULT_OBJECTIVE_ID,
+    "default",
+    (Goal(EXHAUSTION, "complete", 2**20, "=="),),
+    "The default objective: run until the planner has nothing left.",
+    Source(file="<built-in>"),
+)
+BASIC_SOURCE = FactSource(BASIC_SOURCE_ID, "basic", origin=Source(file="<built-in>"))
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerDefinition:
+    """Caldera's planner YAML (``data/planners``): which module plans, with which parameters.
+
+    ``runs_as`` is the Assay planner that implements ``module`` (empty: none does, and the definition is
+    listed with that reason)."""
+
+    id: str
+    name: str
+    module: str
+    description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    stopping_conditions: tuple[tuple[str, str], ...] = ()
+    ignore_enforcement_modules: tuple[str, ...] = ()
+    allow_repeatable_abilities: bool = False
+    runs_as: str = ""
+    plugin: str = ""
+    origin: Source | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSkip:
+    """Valid Caldera content Assay loads but will not run, and why (never an error)."""
+
+    kind: str  # ability, executor, planner, source, rule
+    id: str
+    name: str
+    reason: str
+    origin: Source | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "name": self.name,
+            "reason": self.reason,
+            "file": self.origin.file if self.origin else None,
+            "line": self.origin.line if self.origin else None,
+        }
 
 
 @dataclass(slots=True)
@@ -281,9 +414,43 @@ class Library:
     abilities: dict[str, Ability] = field(default_factory=dict)
     adversaries: dict[str, Adversary] = field(default_factory=dict)
     sources: dict[str, FactSource] = field(default_factory=dict)
+    objectives: dict[str, Objective] = field(default_factory=dict)
+    planners: dict[str, PlannerDefinition] = field(default_factory=dict)
 
     def source(self, source_id: str) -> FactSource | None:
-        return self.sources.get(source_id)
+        """A source by id, else by name when exactly one has it (Caldera's UI and docs say ``basic``)."""
+        found = self.sources.get(source_id)
+        if found is not None:
+            return found
+        named = [s for s in self.sources.values() if s.name == source_id]
+        return named[0] if len(named) == 1 else None
+
+    def objective(self, objective_id: str | None) -> Objective:
+        """An objective by id or unique name; the default objective when none is named."""
+        if not objective_id:
+            return self.objectives.get(DEFAULT_OBJECTIVE_ID, DEFAULT_OBJECTIVE)
+        found = self.objectives.get(objective_id)
+        if found is None:
+            named = [o for o in self.objectives.values() if o.name == objective_id]
+            found = named[0] if len(named) == 1 else None
+        if found is None and objective_id == DEFAULT_OBJECTIVE_ID:
+            return DEFAULT_OBJECTIVE
+        if found is None:
+            raise KeyError(objective_id)
+        return found
+
+    def planner_definition(self, planner_id: str) -> PlannerDefinition | None:
+        """A loaded planner definition by id (stockpile's ids may end in ``.yml``) or unique name."""
+        for key in (planner_id, f"{planner_id}.yml"):
+            if key in self.planners:
+                return self.planners[key]
+        named = [p for p in self.planners.values() if p.name == planner_id]
+        return named[0] if len(named) == 1 else None
+
+    def add_defaults(self) -> None:
+        """Caldera always has its ``basic`` source and default objective; content may bring its own."""
+        self.sources.setdefault(BASIC_SOURCE_ID, BASIC_SOURCE)
+        self.objectives.setdefault(DEFAULT_OBJECTIVE_ID, DEFAULT_OBJECTIVE)
 
     def ability(self, ability_id: str) -> Ability | None:
         return self.abilities.get(ability_id)

@@ -143,6 +143,28 @@ def _adjustments(file: str, node: YMap) -> tuple[Adjustment, ...]:
     raw = node.get("adjustments")
     if raw is None:
         return ()
+    if isinstance(raw, YList):  # Caldera's REST shape: [{ability_id, trait, value, offset}]
+        flat: list[Adjustment] = []
+        for i, adj in enumerate(raw):
+            field = f"adjustments[{i}]"
+            values = (
+                {k: _scalar(adj.get(k)) for k in ("ability_id", "trait", "value")}
+                if isinstance(adj, YMap)
+                else {}
+            )
+            offset = adj.get("offset") if isinstance(adj, YMap) else None
+            if not all(values.get(k) for k in ("ability_id", "trait")) or values.get("value") is None:
+                raise ContentError(
+                    "an adjustment needs 'ability_id', 'trait' and 'value'", _at(file, raw, i, field)
+                )
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                raise ContentError(
+                    "an adjustment needs an integer 'offset'", _at(file, raw, i, f"{field}.offset")
+                )
+            flat.append(
+                Adjustment(str(values["ability_id"]), str(values["trait"]), str(values["value"]), offset)
+            )
+        return tuple(flat)
     if not isinstance(raw, YMap):
         raise ContentError("'adjustments' must be a mapping", _at(file, node, "adjustments", "adjustments"))
     out: list[Adjustment] = []

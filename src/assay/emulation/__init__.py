@@ -7,6 +7,7 @@ service that keeps operations live, and Caldera-shaped reports.
 """
 
 from assay.emulation._facts import FactBase, allowed, seed
+from assay.emulation._learning import LEARNERS, Learner, learn
 from assay.emulation._linking import (
     GLOBALS,
     PREREQ_EXIT,
@@ -22,6 +23,7 @@ from assay.emulation._linking import (
     parse_variable,
     prerequisite_failure,
     render,
+    safety_refusal,
     variables,
     with_prerequisites,
 )
@@ -40,13 +42,17 @@ from assay.emulation._obfuscators import OBFUSCATORS, Obfuscator, obfuscator
 from assay.emulation._operation import Change, IdFactory, Operation
 from assay.emulation._parsers import PARSERS, parse, parser_name
 from assay.emulation._planning import (
+    PLANNER_ALIASES,
     PLANNERS,
     AtomicPlanner,
     BatchPlanner,
     BucketsPlanner,
+    GuidedPlanner,
+    LookAheadPlanner,
     Planner,
     bucket_order,
     planner,
+    planner_class,
 )
 from assay.emulation._report import event_logs, operation_report
 from assay.emulation._requirements import unmet
@@ -54,9 +60,11 @@ from assay.emulation._service import OperationLedger, OperationService, Operatio
 
 __all__ = [
     "GLOBALS",
+    "LEARNERS",
     "OBFUSCATORS",
     "PARSERS",
     "PLANNERS",
+    "PLANNER_ALIASES",
     "PREREQ_EXIT",
     "Agent",
     "AtomicPlanner",
@@ -66,9 +74,12 @@ __all__ = [
     "Decision",
     "Fact",
     "FactBase",
+    "GuidedPlanner",
     "IdFactory",
+    "Learner",
     "Link",
     "LinkStatus",
+    "LookAheadPlanner",
     "Obfuscator",
     "Operation",
     "OperationLedger",
@@ -91,6 +102,7 @@ __all__ = [
     "event_logs",
     "fill",
     "generate",
+    "learn",
     "obfuscator",
     "operation_report",
     "parse",
@@ -98,8 +110,10 @@ __all__ = [
     "parse_variable",
     "parser_name",
     "planner",
+    "planner_class",
     "prerequisite_failure",
     "render",
+    "safety_refusal",
     "seed",
     "unmet",
     "variables",

@@ -18,8 +18,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from assay.content import BASIC_SOURCE_ID, Ability, Adjustment, Adversary, FactRule, Safety
+from assay.content import (
+    BASIC_SOURCE_ID,
+    DEFAULT_OBJECTIVE,
+    Ability,
+    Adjustment,
+    Adversary,
+    FactRule,
+    Objective,
+    Safety,
+)
 from assay.emulation._facts import FactBase, merge_all
+from assay.emulation._learning import learn
 from assay.emulation._linking import Run, Skip, cleanup_command, generate, prerequisite_failure
 from assay.emulation._model import (
     Agent,
@@ -73,6 +83,9 @@ class Operation:
     jitter: tuple[int, int] = (0, 0)
     visibility: int = 50
     max_safety: Safety = Safety.SAFE
+    # Runs in the sandbox (`--sandbox`): only on sandboxed agents, and then abilities of every class may run
+    # (the sandbox contains them); on the host, `max_safety` decides and destructive never runs.
+    sandbox: bool = False
     source_id: str = BASIC_SOURCE_ID
     rules: tuple[FactRule, ...] = ()
     adjustments: tuple[Adjustment, ...] = ()
@@ -80,6 +93,12 @@ class Operation:
     collect_timeout: float = 300.0  # seconds a ready link waits for its agent to collect it
     cleanup_deadline: float | None = None
     planner_state: dict[str, Any] = field(default_factory=dict)
+    # Caldera's objective: the operation closes (cleanup, then finished) as soon as all its goals are met.
+    objective: Objective = DEFAULT_OBJECTIVE
+    # A planner definition's stopping conditions: (trait, value) facts that close the operation too.
+    stopping_conditions: tuple[tuple[str, str], ...] = ()
+    use_learning_parsers: bool = True
+    end_reason: str = ""  # why planning stopped early: "objective met: ...", "stopping condition: ..."
     rng: random.Random = field(default_factory=random.Random, repr=False)
     # Not persisted: after a server restart, links in flight get a fresh grace from the restart time, so
     # the time the server was down never counts against an agent.
@@ -283,8 +302,10 @@ class Operation:
 
     def _learn(self, link: Link, ability: Ability, now: float) -> tuple[list[Fact], list[Relationship]]:
         executor = next((e for e in ability.executors if e.name == link.executor), None)
-        if executor is None or not executor.parsers:
+        if executor is None:
             return [], []
+        if not executor.parsers:  # Caldera's learning service: facts from any output, when no parser is set
+            return self._learn_any(link, now) if self.use_learning_parsers else ([], [])
         found, notes = parse(executor.parsers, link.stdout, link.facts, origin=link.id)
         if notes:
             link.stderr += "".join(f"\n[assay] {note}" for note in notes)
@@ -307,6 +328,25 @@ class Operation:
                     )
         keep = [r for r in found if r.edge is not None]  # Caldera stores relationships that have an edge
         return self.add_facts(learned, keep)
+
+    def _learn_any(self, link: Link, now: float) -> tuple[list[Fact], list[Relationship]]:
+        known = self.knowledge.facts
+        learned = [
+            Fact(
+                trait,
+                value,
+                1,
+                OriginType.LEARNED,
+                source=self.id,
+                links=[link.id],
+                collected_by=[link.paw],
+                technique_id=link.technique_id,
+                created_at=now,
+            )
+            for trait, value in learn(link.stdout)
+            if (trait, value) not in known
+        ]
+        return self.add_facts(learned, [])
 
     def review(
         self, link_id: str, now: float, *, status: int | None = None, command: str | None = None
@@ -387,6 +427,11 @@ class Operation:
         touched: list[Link] = []
         if self.done:
             return touched
+        if not self.close_requested and self.state is not OperationState.CLEANUP:
+            reason = self.goal_reached()
+            if reason:
+                self.end_reason = reason
+                self.request_close()
         if self.close_requested and self.state is not OperationState.CLEANUP:
             touched.extend(self._abandon_pending(now))
             touched.extend(self._begin_cleanup(now))
@@ -402,6 +447,18 @@ class Operation:
                 self.state = OperationState.FINISHED
                 self.finished_at = now
         return touched
+
+    def goal_reached(self) -> str:
+        """Why the operation should stop planning now ('' while it should go on): its objective's goals are
+        all met, or one of the planner's stopping conditions holds."""
+        pairs = [(f.trait, f.value) for f in self.knowledge.facts.values()]
+        if self.objective.met(pairs):
+            return f"objective met: {self.objective.name}"
+        present = set(pairs)
+        for trait, value in self.stopping_conditions:
+            if (trait, value) in present:
+                return f"stopping condition met: {trait} = {value}"
+        return ""
 
     # -- time ----------------------------------------------------------------------------------------------
     def _result_deadline(self, link: Link) -> float:

@@ -93,10 +93,13 @@ class OperationSettings:
     visibility: int = 50
     source_id: str | None = None
     max_safety: Safety = Safety.SAFE
+    sandbox: bool = False
     state: str = "running"
     facts: Sequence[tuple[str, str, int]] = ()  # (trait, value, score) given with the operation itself
     link_grace: float = 30.0
     collect_timeout: float = 300.0
+    objective_id: str | None = None  # None: the adversary's objective (Caldera's default when it has none)
+    use_learning_parsers: bool = True
 
 
 class _Deadlines(threading.Thread):
@@ -284,18 +287,42 @@ class OperationService:
             raise EmulationError(
                 f"unknown adversary {adversary_id!r}", Source(field="adversary.adversary_id")
             )
+        stopping: tuple[tuple[str, str], ...] = ()
         try:
-            chosen = planner(planner_id)
+            definition = self.library.planner_definition(planner_id)
+            if definition is not None and not definition.runs_as:
+                raise EmulationError(
+                    f"planner {definition.name!r} ({definition.module}) is loaded as a definition, but Assay "
+                    "has no implementation of its module"
+                )
+            if definition is not None:
+                chosen = planner(definition.runs_as, definition.params)
+                stopping = definition.stopping_conditions
+            else:
+                chosen = planner(planner_id)
         except EmulationError as exc:
             raise EmulationError(exc.message, Source(field="planner.id")) from exc
+        try:
+            objective = self.library.objective(opts.objective_id or adversary.objective)
+        except KeyError as exc:
+            if opts.objective_id:
+                raise EmulationError(
+                    f"unknown objective {opts.objective_id!r}", Source(field="objective.id")
+                ) from exc
+            objective = self.library.objective(None)  # Caldera: an adversary's missing objective → default
         try:
             obfuscator(opts.obfuscator)
         except EmulationError as exc:
             raise EmulationError(exc.message, Source(field="obfuscator")) from exc
         source_id = opts.source_id or BASIC_SOURCE_ID
-        source = self.library.source(source_id)
+        source = self.library.source(source_id)  # by id, or by name ("basic", as Caldera's docs write it)
         if source is None and source_id != BASIC_SOURCE_ID:
-            raise EmulationError(f"unknown fact source {source_id!r}", Source(field="source.id"))
+            known = ", ".join(sorted(f"{s.name} ({s.id})" for s in self.library.sources.values()))
+            raise EmulationError(
+                f"unknown fact source {source_id!r}; known: {known or 'none'}", Source(field="source.id")
+            )
+        if source is not None:
+            source_id = source.id
         if opts.state not in ("running", "paused", "run_one_link"):
             raise EmulationError(f"an operation starts running, paused or run_one_link, not {opts.state!r}",
                                  Source(field="state"))  # fmt: skip
@@ -317,11 +344,15 @@ class OperationService:
                 jitter=opts.jitter,
                 visibility=opts.visibility,
                 max_safety=opts.max_safety,
+                sandbox=opts.sandbox,
                 source_id=source_id,
                 rules=source.rules if source else (),
                 adjustments=source.adjustments if source else (),
                 link_grace=opts.link_grace,
                 collect_timeout=opts.collect_timeout,
+                objective=objective,
+                stopping_conditions=stopping,
+                use_learning_parsers=opts.use_learning_parsers,
             )
             op.state = OperationState(opts.state)
             facts, relationships = seed(source, now) if source else ([], [])

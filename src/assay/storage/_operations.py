@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import delete, select
 
 from assay.content import (
+    DEFAULT_OBJECTIVE,
     Adjustment,
     Adversary,
     FactRule,
+    Goal,
+    Objective,
     RuleAction,
     Safety,
 )
@@ -77,6 +80,7 @@ def operation_row(op: Operation) -> OperationRow:
         obfuscator=op.obfuscator,
         visibility=op.visibility,
         max_safety=op.max_safety.value,
+        sandbox=op.sandbox,
         source_id=op.source_id,
         cleanup_deadline=op.cleanup_deadline,
         adversary=adversary_dict(op.adversary),
@@ -90,8 +94,36 @@ def operation_row(op: Operation) -> OperationRow:
                 for a in op.adjustments
             ],
             "planner_state": dict(op.planner_state),
+            "planner_params": dict(op.planner.params),
+            "stopping_conditions": [list(c) for c in op.stopping_conditions],
+            "objective": objective_dict(op.objective),
+            "use_learning_parsers": op.use_learning_parsers,
+            "end_reason": op.end_reason,
         },
     )
+
+
+def objective_dict(objective: Objective) -> dict[str, Any]:
+    return {
+        "id": objective.id,
+        "name": objective.name,
+        "description": objective.description,
+        "goals": [
+            {"target": g.target, "value": g.value, "count": g.count, "operator": g.operator}
+            for g in objective.goals
+        ],
+    }
+
+
+def objective_from(stored: Mapping[str, Any] | None) -> Objective:
+    if not stored:
+        return DEFAULT_OBJECTIVE  # stored before issue 12: Caldera's default objective
+    goals = tuple(
+        Goal(str(g["target"]), str(g.get("value", "")), int(g.get("count", 1)), str(g.get("operator", "==")))
+        for g in stored.get("goals") or ()
+    )
+    return Objective(str(stored["id"]), str(stored.get("name") or stored["id"]), goals,
+                     str(stored.get("description") or ""))  # fmt: skip
 
 
 def fact_row(operation_id: str | None, fact: Fact) -> FactRow:
@@ -167,7 +199,7 @@ def _operation(
         adversary = library.get(row.adversary_id) or Adversary(row.adversary_id, row.adversary_id, ())
     settings = row.settings or {}
     try:
-        chosen = planner(row.planner_id)
+        chosen = planner(row.planner_id, settings.get("planner_params") or None)
     except EmulationError as exc:
         raise StorageError(f"operation {row.id}: {exc.message}") from exc
     knowledge = FactBase()
@@ -195,6 +227,7 @@ def _operation(
         jitter=(int(jitter[0]), int(jitter[1])),
         visibility=row.visibility,
         max_safety=Safety(row.max_safety),
+        sandbox=bool(row.sandbox),
         source_id=row.source_id,
         rules=tuple(
             FactRule(RuleAction(r["action"]), r["trait"], r["match"]) for r in settings.get("rules", [])
@@ -207,6 +240,10 @@ def _operation(
         collect_timeout=float(settings.get("collect_timeout", 300.0)),
         cleanup_deadline=row.cleanup_deadline,
         planner_state=dict(settings.get("planner_state") or {}),
+        objective=objective_from(settings.get("objective")),
+        stopping_conditions=tuple((str(t), str(v)) for t, v in settings.get("stopping_conditions") or ()),
+        use_learning_parsers=bool(settings.get("use_learning_parsers", True)),
+        end_reason=str(settings.get("end_reason") or ""),
     )
 
 
