@@ -143,6 +143,7 @@ class Edge:
             await self._beacon(scope, receive, send, enrolled)
             return
         limit = limit_for(path)
+        request_body = b""
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _json(
@@ -164,6 +165,7 @@ class Edge:
                 )
                 return
             receive = _replay(body, receive)
+            request_body = body
         elif declared is None and scope.get("method") in _AUDITED:
             body = await read_body(receive, limit)
             if body is None:
@@ -175,7 +177,7 @@ class Edge:
             and path.startswith(_AUDITED_PATHS)
             and not path.startswith(_NOT_AUDITED)
         ):
-            await self._audited(scope, receive, send)
+            await self._audited(scope, receive, send, request_body)
         else:
             await self.app(scope, receive, send)
 
@@ -222,7 +224,7 @@ class Edge:
         )
         await send({"type": "http.response.body", "body": reply})
 
-    async def _audited(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _audited(self, scope: Scope, receive: Receive, send: Send, request: bytes) -> None:
         status = 0
         kept = bytearray()
 
@@ -235,18 +237,23 @@ class Edge:
                     kept.extend(message.get("body", b"")[: _KEEP_REPLY - len(kept)])
                 if not message.get("more_body", False):
                     # Before the last bytes go out: whoever hears the answer finds the call in the trail.
-                    await self._record(scope, status, bytes(kept))
+                    await self._record(scope, status, bytes(kept), request)
             await send(message)
 
         await self.app(scope, receive, tap)
 
-    async def _record(self, scope: Scope, status: int, reply: bytes) -> None:
+    async def _record(self, scope: Scope, status: int, reply: bytes, request: bytes) -> None:
         principal = (scope.get("state") or {}).get("principal")
         if principal is None:
             return  # refused before authentication (401): nothing was done by anyone
         entry = _api_entry(scope, status, reply, str(principal), self.clock())
+        entries = [entry]
+        approval = _link_review(entry, request)
+        if approval is not None:
+            entries.append(approval)
         try:
-            await run_in_threadpool(self.audit, entry)
+            for one in entries:
+                await run_in_threadpool(self.audit, one)
         except AssayError as exc:  # the call is done; losing its audit row must at least be visible
             log.error("audit write failed for %s %s: %s", scope.get("method"), scope.get("path"), exc)
 
@@ -316,8 +323,11 @@ def _api_entry(scope: Scope, status: int, reply: bytes, principal: str, now: flo
     parts = path.strip("/").split("/")
     operation_id = None
     paw = None
+    link_id = None
     if parts[:3] == ["api", "v2", "operations"]:
         operation_id = parts[3] if len(parts) > 3 else created
+        if len(parts) == 6 and parts[4] == "links":
+            link_id = parts[5]
     if parts[:2] == ["ui", "operations"] and len(parts) > 2:
         operation_id = parts[2]
     if parts[:3] == ["api", "v2", "agents"] and len(parts) > 3:
@@ -327,6 +337,29 @@ def _api_entry(scope: Scope, status: int, reply: bytes, principal: str, now: flo
         kind="api",
         principal=principal,
         operation_id=operation_id,
+        link_id=link_id,
         paw=paw,
         data={"method": scope.get("method"), "path": path, "status": status, "created": created},
+    )
+
+
+def _link_review(entry: AuditEntry, request: bytes) -> AuditEntry | None:
+    """A link an operator approved, discarded or rewrote (``PATCH …/links/{id}``, answered 2xx): an
+    ``approval`` row beside the ``api`` one, with what was decided."""
+    if entry.link_id is None or entry.data.get("method") != "PATCH" or not 200 <= entry.data["status"] < 300:
+        return None
+    try:
+        body = json.loads(request) if request else {}
+    except ValueError:
+        return None  # the app refused it (it was answered 2xx only if it parsed; kept defensive)
+    if not isinstance(body, dict):
+        return None
+    decision = {k: body[k] for k in ("status", "command", "plaintext_command") if k in body}
+    return AuditEntry(
+        at=entry.at,
+        kind="approval",
+        principal=entry.principal,
+        operation_id=entry.operation_id,
+        link_id=entry.link_id,
+        data={"link": decision},
     )

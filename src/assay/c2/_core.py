@@ -567,9 +567,12 @@ class BeaconCore:
             self.ledger.save_agent(agent)
             self.ledger.save_settings(paw, new, now)
             self.settings[paw] = new
-            self.ledger.audit(
-                [AuditEntry(now, "agent", principal=principal, paw=paw, data={"patch": dict(changes)})]
-            )
+            entries = [AuditEntry(now, "agent", principal=principal, paw=paw, data={"patch": dict(changes)})]
+            if changes.get("trusted") is True:  # an operator lets this agent take commands: an approval
+                entries.append(
+                    AuditEntry(now, "approval", principal=principal, paw=paw, data={"trusted": True})
+                )
+            self.ledger.audit(entries)
         if agent.trusted:
             self.operations.agent_joined(agent)  # a changed group may join running operations
         return agent
