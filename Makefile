@@ -9,14 +9,17 @@ VPY      := $(VENV)/bin/python
 STAMP    := $(VENV)/.assay-deps
 
 # Debian packages. Run time: libbpf1 (the sensor loads its prebuilt CO-RE object through ctypes),
-# postgresql (tests of the PostgreSQL backend), iproute2 (sandbox and network-namespace tests).
+# postgresql (tests of the PostgreSQL backend), iproute2 (sandbox and network-namespace tests), chromium (the
+# web UI's browser tests drive it through Playwright; Playwright's own browser download does not work here).
 # The built-in abilities use coreutils, procps, iproute2 (ss), tar, bash and /usr/bin/python3, and (issue 3's
 # library) the tools listed in ABILITY_TOOLS: each ability runs real programs so the sensor sees real processes.
+# `assay baseline` (issue 10): openssh-server (its own sshd in a netns, never the host's), logrotate, git.
 # Build time of the BPF object (`make bpf`): clang, llvm, libbpf-dev, bpftool.
 ABILITY_TOOLS := curl wget openssl gnupg zip unzip gzip xxd gcc libc6-dev openssh-client netcat-openbsd \
                  tcpdump iptables iputils-ping net-tools kmod usbutils pciutils sudo passwd login findutils \
-                 nodejs bind9-dnsutils alsa-utils e2fsprogs
-APT_RUN   := python3-venv libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux tar python3 $(ABILITY_TOOLS)
+                 nodejs bind9-dnsutils alsa-utils e2fsprogs cron
+APT_RUN   := python3-venv libbpf1 libelf1 zlib1g postgresql iproute2 procps util-linux tar python3 chromium \
+             $(ABILITY_TOOLS) openssh-server logrotate git
 APT_BUILD := clang llvm libbpf-dev bpftool
 APT_PKGS  := $(APT_RUN) $(APT_BUILD)
 

@@ -275,7 +275,9 @@ def beacons(agent_counts: list[int], duration: float) -> None:
         with tempfile.TemporaryDirectory(prefix="assay-bench-") as tmp:
             server = start_assay(Path(tmp) / "data")
             try:
-                assay = run_loop(drive(server.port, "/beacon", n, duration, server.process.pid))
+                assay = run_loop(
+                    drive(server.port, f"/enrol/{TOKEN}/beacon", n, duration, server.process.pid)
+                )
             finally:
                 server.stop()
         baseline_server = start_baseline()

@@ -168,7 +168,7 @@ def test_an_unchanged_beacon_writes_nothing_and_last_seen_goes_out_in_batches(
         "deadman_enabled": False,
     }
     first = _caldera("cal1", **full)
-    agent = c.register(first.profile, first.extras, first.timing, first.present)
+    agent = c.register(first.profile, first.extras, first.timing, first.present, enrolled=True)
     assert (agent.group, agent.contact, agent.executors) == ("g", "http", ("sh",))
     writes = ledger.agent_writes
     for _ in range(100):
@@ -182,7 +182,7 @@ def test_an_unchanged_beacon_writes_nothing_and_last_seen_goes_out_in_batches(
     assert c.flush_seen() == 0
     moved = _caldera("cal1", **{**full, "host": "h2"})
     assert not c.unchanged(moved.profile, moved.present)
-    c.register(moved.profile, moved.extras, moved.timing, moved.present)
+    c.register(moved.profile, moved.extras, moved.timing, moved.present, enrolled=True)
     assert ledger.agent_writes == writes + 1 and c.agents["cal1"].host == "h2"
     assert c.agents["cal1"].group == "g"  # Caldera never changes the group from a beacon
 
@@ -192,7 +192,7 @@ def test_work_is_looked_for_only_when_there_may_be_some(
 ) -> None:
     c, _, _ = core
     reg = _caldera("cal2", platform="linux", executors=["sh"], group="w")
-    c.register(reg.profile, reg.extras, reg.timing, reg.present)
+    c.register(reg.profile, reg.extras, reg.timing, reg.present, enrolled=True)
     c.beacon("cal2")
     assert not c.may_have_work("cal2")  # idle, no operation: the beacon is answered from memory
     c.start_operation(name="op", adversary_id="adv", group="w")
@@ -208,7 +208,7 @@ def test_timing_is_validated_and_kill_and_trust_change_what_an_agent_gets(
 ) -> None:
     c, ledger, _ = core
     reg = _caldera("cal3", platform="linux", executors=["sh"], sleep_min=2, sleep_max=4)
-    c.register(reg.profile, reg.extras, reg.timing, reg.present)
+    c.register(reg.profile, reg.extras, reg.timing, reg.present, enrolled=True)
     assert all(2 <= c.timing("cal3")[0] <= 4 for _ in range(20))
     with pytest.raises(C2Error) as exc:
         c.update_agent("cal3", {"sleep_min": -5})
@@ -325,7 +325,7 @@ def test_agent_defaults_are_validated_stored_and_kept_across_a_restart() -> None
     again = BeaconCore(ledger, OperationService(ledger, library, clock=clock), clock=clock,
                        defaults=AgentDefaults(sleep_min=30, sleep_max=60))  # fmt: skip
     assert again.defaults == new  # what the API set outlives the configured start values
-    agent = again.register(Agent("cal", host="h"), {}, {})
+    agent = again.register(Agent("cal", host="h"), {}, {}, enrolled=True)
     assert again.settings_of(agent.paw).sleep_max == 4
 
 
@@ -338,7 +338,9 @@ def test_deleting_an_agent_drops_its_record_settings_key_and_tasks_and_it_may_re
     assert unknown.value.status == 404
     c.update_defaults({"deadman_abilities": ["a"]})
     native, key = c.enrol(Agent("nat", host="h"), deadman=True)
-    cal = c.register(Agent("cal", host="h2"), {"deadman_enabled": True}, {"sleep_min": 5, "sleep_max": 5})
+    cal = c.register(
+        Agent("cal", host="h2"), {"deadman_enabled": True}, {"sleep_min": 5, "sleep_max": 5}, enrolled=True
+    )
     c.update_agent("cal", {"watchdog": 9})
     assert len(ledger.open_tasks()) == 2
     c.delete_agent("nat", principal="api:admin")
@@ -351,7 +353,7 @@ def test_deleting_an_agent_drops_its_record_settings_key_and_tasks_and_it_may_re
     assert [e.data for e in ledger.audit_rows if e.kind == "agent"][-2:] == [{"delete": True}] * 2
     with pytest.raises(Refused):
         c.delete_agent("cal")  # gone
-    again = c.register(Agent("cal", host="h2"), {"deadman_enabled": True}, {})
+    again = c.register(Agent("cal", host="h2"), {"deadman_enabled": True}, {}, enrolled=True)
     assert again is not cal and c.settings_of("cal").watchdog == 0  # anew, with today's defaults
     (task,) = c.beacon("cal")
     assert task.deadman and native.paw == "nat"
@@ -360,7 +362,7 @@ def test_deleting_an_agent_drops_its_record_settings_key_and_tasks_and_it_may_re
 def test_a_delivered_kill_is_stored_once_and_a_restart_keeps_the_agent_dead() -> None:
     ledger, clock, library = MemoryLedger(), Clock(), _library()
     first = _restarted(ledger, library, clock)
-    first.register(Agent("cal", host="h"), {}, {"watchdog": 30})
+    first.register(Agent("cal", host="h"), {}, {"watchdog": 30}, enrolled=True)
     first.update_agent("cal", {"watchdog": 5}, principal="api:admin")
     first.kill("cal", principal="api:admin")
     native, _key = first.enrol(Agent("nat", host="h2"))
@@ -396,7 +398,7 @@ def test_an_agent_and_its_deadman_tasks_are_registered_in_one_write_or_not_at_al
     c = _restarted(ledger, library, clock)
     c.update_defaults({"deadman_abilities": ["a"]})
     writes = ledger.agent_writes
-    c.register(Agent("cal", host="h"), {"deadman_enabled": True}, {})
+    c.register(Agent("cal", host="h"), {"deadman_enabled": True}, {}, enrolled=True)
     c.enrol(Agent("nat", host="h2"), deadman=True)
     assert ledger.agent_writes == writes + 2  # one registration write each, tasks included
     assert sorted(p for p, _, _ in ledger.open_tasks()) == ["cal", "nat"]
@@ -404,7 +406,7 @@ def test_an_agent_and_its_deadman_tasks_are_registered_in_one_write_or_not_at_al
     failing = _FailingLedger(defaults_row=ledger.defaults_row)
     f = _restarted(failing, library, clock)
     with pytest.raises(StorageError):
-        f.register(Agent("cal", host="h"), {"deadman_enabled": True}, {})
+        f.register(Agent("cal", host="h"), {"deadman_enabled": True}, {}, enrolled=True)
     with pytest.raises(StorageError):
         f.enrol(Agent("nat", host="h2"), deadman=True)
     assert failing.agent_rows == {} and failing.settings_rows == {} and failing.task_rows == {}

@@ -151,7 +151,8 @@ def test_atomic_red_team_corpus_imports_with_zero_errors(atomic_corpus: Path) ->
     assert all("powershell" in w.message or "manual" in w.message for w in skipped)
     assert {a.executors[0].name for a in lib.abilities.values()} <= {"sh", "bash"}
     assert all(
-        a.tactic and a.technique_id.startswith("T") and a.safety is None for a in lib.abilities.values()
+        a.tactic and a.technique_id.startswith("T") and a.safety is not None and a.safety_reason
+        for a in lib.abilities.values()
     )
     with_deps = [a for a in lib.abilities.values() if a.dependencies]
     assert with_deps and any(d.needs_network for a in with_deps for d in a.dependencies)

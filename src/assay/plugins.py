@@ -45,12 +45,16 @@ class AssaySpecs:
 # One entry per line, sorted, so parallel additions rarely touch the same lines.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assay.cli.agent",
+    "assay.cli.baseline",
     "assay.cli.content",
     "assay.cli.demo",
     "assay.cli.detect",
+    "assay.cli.keys",
     "assay.cli.rules",
+    "assay.cli.sandbox",
     "assay.cli.sense",
     "assay.cli.serve",
+    "assay.cli.validate",
     "assay.cli.watch",
     "assay.content.builtin",
     "assay.detection._plugin",

@@ -21,13 +21,16 @@ def test_keys_are_required_stored_as_scrypt_hashes_and_named_in_the_audit_trail(
         )
         assert server.call("GET", "/api/v2/health", key=ENROL)[0] == 401  # the enrolment token is no API key
 
-        status, created = server.call("POST", "/api/v2/keys", {"name": "ci"})
-        assert status == 200 and created["name"] == "ci"
+        status, created = server.call("POST", "/api/v2/keys", {"name": "ci", "role": "red"})
+        assert status == 200 and (created["name"], created["role"]) == ("ci", "red")
         ci = created["key"]
-        assert server.call("POST", "/api/v2/keys", {"name": "ci"})[0] == 409
-        assert server.call("POST", "/api/v2/keys", {"name": "../x"})[0] == 422
-        _, listed = server.call("GET", "/api/v2/keys", key=ci)
-        assert {k["name"] for k in listed} == {"admin", "ci"} and all("key" not in k for k in listed)
+        assert server.call("POST", "/api/v2/keys", {"name": "ci", "role": "blue"})[0] == 409
+        assert server.call("POST", "/api/v2/keys", {"name": "../x", "role": "red"})[0] == 422
+        status, body = server.call("POST", "/api/v2/keys", {"name": "x", "role": "root"})
+        assert status == 422 and "role" in body["error"]
+        assert server.call("GET", "/api/v2/keys", key=ci)[0] == 403  # a red key lists no keys
+        _, listed = server.call("GET", "/api/v2/keys")
+        assert listed == [{"name": "admin", "role": "admin"}, {"name": "ci", "role": "red"}]
         status, op = server.call(
             "POST", "/api/v2/operations", {"name": "by-ci", "adversary": {"adversary_id": "c2-small"}}, key=ci
         )

@@ -106,7 +106,9 @@ def test_config_and_a_queued_deadman_task_survive_kill_9_and_the_task_runs_once(
 
 def _caldera_beacon(server: Server, profile: dict[str, Any]) -> dict[str, Any]:
     raw = base64.b64encode(json.dumps(profile).encode())
-    status, body = server.call("POST", "/beacon", raw=raw, key=None, headers={"Content-Type": "text/plain"})
+    status, body = server.call(
+        "POST", f"/enrol/{ENROL}/beacon", raw=raw, key=None, headers={"Content-Type": "text/plain"}
+    )
     assert status == 200, body
     return json.loads(base64.b64decode(body))  # type: ignore[no-any-return]
 

@@ -27,9 +27,10 @@ def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-def beacon(server: Server, profile: dict[str, Any]) -> tuple[int, Any]:
+def beacon(server: Server, profile: dict[str, Any], path: str = f"/enrol/{ENROL}/beacon") -> tuple[int, Any]:
+    """A beacon with the enrolment token in its path (as Sandcat sends it with -server URL/enrol/TOKEN)."""
     raw = base64.b64encode(json.dumps(profile).encode())
-    status, body = server.call("POST", "/beacon", raw=raw, key=None, headers={"Content-Type": "text/plain"})
+    status, body = server.call("POST", path, raw=raw, key=None, headers={"Content-Type": "text/plain"})
     if status == 200:
         assert isinstance(body, bytes)
         return status, json.loads(base64.b64decode(body))
@@ -40,7 +41,7 @@ def test_independent_caldera_client_runs_an_operation_end_to_end(compat: Server,
     workdir = tmp_path / "agent"
     workdir.mkdir()
     client = subprocess.Popen(
-        [sys.executable, str(CLIENT), "--server", compat.url, "--group", "cal"],
+        [sys.executable, str(CLIENT), "--server", f"{compat.url}/enrol/{ENROL}", "--group", "cal"],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from c2_helpers import API_KEY, Server, no_proxy, start_server, stop, wait_for
+from c2_helpers import API_KEY, ENROL, Server, no_proxy, start_server, stop, wait_for
 
 CLIENT = Path(__file__).resolve().parent / "caldera_client.py"
 CHECKOUT = Path(__file__).resolve().parent.parent / "data" / "stockpile_checkout"
@@ -112,7 +112,7 @@ def test_a_scripted_caldera_session_runs_unchanged(server: Server, tmp_path: Pat
     workdir = tmp_path / "agent"
     workdir.mkdir()
     client = subprocess.Popen(
-        [sys.executable, str(CLIENT), "--server", server.url, "--group", "session"],
+        [sys.executable, str(CLIENT), "--server", f"{server.url}/enrol/{ENROL}", "--group", "session"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=no_proxy(),
     )  # fmt: skip
     try:

@@ -152,7 +152,10 @@ def _multipart(filename: str, data: bytes) -> tuple[bytes, str]:
 
 
 def test_uploads_stay_in_the_upload_directory(server: Server, tmp_path: Path) -> None:
-    post_beacon(server, b64({"paw": "uploader", "platform": "linux"}))
+    status, _ = server.call(
+        "POST", f"/enrol/{ENROL}/beacon", raw=b64({"paw": "uploader", "platform": "linux"}), key=None
+    )
+    assert status == 200
     before = {p for p in server.data_dir.parent.rglob("*")}
     for filename, status, message in (
         ("../../escaped.txt", 400, "path separator"),

@@ -422,6 +422,9 @@ def profile(group: str, paw: str | None, executors: list[str]) -> dict[str, Any]
         "ppid": os.getppid(),
         "location": str(Path(sys.argv[0]).resolve()) if sys.argv and sys.argv[0] else "",
         "exe_name": Path(sys.executable).name,
+        # Set by assay.sandbox's init for what it starts: the server lets disruptive abilities run only on
+        # agents that say they are sandboxed.
+        "sandbox": os.environ.get("ASSAY_SANDBOX") or None,
     }
 
 

@@ -14,12 +14,15 @@ from starlette.concurrency import run_in_threadpool
 
 from assay import __version__
 from assay.api._content import differs
-from assay.api._state import ServerState, credential_name
+from assay.api._roles import require
+from assay.api._state import API_KEY, ServerState, credential_name
 from assay.api._views import agent_view
-from assay.c2 import MAX_SLEEP, MAX_WATCHDOG, Principal, new_secret, safe_name, slow_hash
+from assay.c2 import MAX_SLEEP, MAX_WATCHDOG, Principal, Role, new_secret, safe_name, slow_hash
 from assay.emulation import Agent
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,47}$"
+RED, BLUE, ADMIN = require(Role.RED), require(Role.BLUE), require(Role.ADMIN)
+ANY = require(Role.RED, Role.BLUE)  # every role
 
 
 class ExecutorChange(BaseModel):
@@ -64,6 +67,7 @@ class AgentsConfigPatch(BaseModel):
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=_NAME, description="a name for the key, shown in the audit trail")
+    role: Role = Field(description="red: operations and agents; blue: rules and telemetry; admin: keys")
 
 
 def agents_router(st: ServerState) -> APIRouter:
@@ -88,12 +92,13 @@ def agents_router(st: ServerState) -> APIRouter:
             raise HTTPException(404, detail=f"no agent with paw {paw[:64]!r}")
         return agent
 
-    @router.get("/health")
-    def health() -> dict[str, Any]:
+    @router.get("/health", dependencies=[ANY])
+    def health(request: Request) -> dict[str, Any]:
+        principal = getattr(request.state, "assay_principal", None)
         return {
             "application": "assay",
             "version": __version__,
-            "access": "red",
+            "access": principal.role.value if isinstance(principal, Principal) else "",
             "plugins": [],
             "abilities": len(st.content.library.abilities),
             "agents": len(core.agents),
@@ -103,15 +108,15 @@ def agents_router(st: ServerState) -> APIRouter:
             "content_errors": [e.to_dict() for e in st.content.errors],
         }
 
-    @router.get("/agents")
+    @router.get("/agents", dependencies=[RED])
     def agents() -> list[dict[str, Any]]:
         return [view(a) for a in list(core.agents.values())]
 
-    @router.get("/agents/{paw}")
+    @router.get("/agents/{paw}", dependencies=[RED])
     def agent(paw: str) -> dict[str, Any]:
         return view(find(paw))
 
-    @router.patch("/agents/{paw}")
+    @router.patch("/agents/{paw}", dependencies=[RED])
     def patch_agent(paw: str, body: AgentPatch, request: Request, response: Response) -> dict[str, Any]:
         find(paw)
         changes = body.model_dump(exclude_none=True)
@@ -125,19 +130,19 @@ def agents_router(st: ServerState) -> APIRouter:
         updated = core.update_agent(paw, changes, getattr(request.state, "principal", None))
         return view(updated)
 
-    @router.delete("/agents/{paw}", status_code=204)
+    @router.delete("/agents/{paw}", status_code=204, dependencies=[RED])
     def delete_agent(paw: str, request: Request) -> None:
         """Caldera's delete: the agent, its settings and its queued tasks go (204); an unknown paw is a 404.
         Its links, results and audit rows stay. If it beacons again it registers anew."""
         find(paw)
         core.delete_agent(paw, getattr(request.state, "principal", None))
 
-    @router.post("/agents/kill/{paw}")
+    @router.post("/agents/kill/{paw}", dependencies=[RED])
     def kill(paw: str, request: Request) -> dict[str, Any]:
         find(paw)
         return view(core.kill(paw, getattr(request.state, "principal", None)))
 
-    @router.get("/config/{name}")
+    @router.get("/config/{name}", dependencies=[ADMIN])
     def config(name: str) -> dict[str, Any]:
         if name == "agents":
             return {**core.defaults.to_dict(), "bootstrap_abilities": []}
@@ -153,7 +158,7 @@ def agents_router(st: ServerState) -> APIRouter:
             }
         raise HTTPException(404, detail=f"no config {name[:64]!r} (there are 'main' and 'agents')")
 
-    @router.patch("/config/agents")
+    @router.patch("/config/agents", dependencies=[ADMIN])
     def patch_agents_config(body: AgentsConfigPatch, request: Request) -> dict[str, Any]:
         """Stored before it applies: a restart keeps it (issue 3)."""
         changes = body.model_dump(exclude_none=True)
@@ -165,7 +170,7 @@ def agents_router(st: ServerState) -> APIRouter:
         core.update_defaults(changes, getattr(request.state, "principal", None))
         return config("agents")
 
-    @router.get("/contacts")
+    @router.get("/contacts", dependencies=[RED])
     def contacts() -> list[dict[str, Any]]:
         counts: dict[str, int] = {}
         for a in list(core.agents.values()):
@@ -178,11 +183,11 @@ def agents_router(st: ServerState) -> APIRouter:
         ]  # fmt: skip
 
     # -- payloads --------------------------------------------------------------------------------------------
-    @router.get("/payloads")
+    @router.get("/payloads", dependencies=[RED])
     def payloads() -> list[dict[str, Any]]:
         return [{"name": p.name, "size": p.size, "sha256": p.sha256} for p in st.payloads.list()]
 
-    @router.post("/payloads")
+    @router.post("/payloads", dependencies=[RED])
     async def add_payload(
         file: Annotated[UploadFile, File()], replace: Annotated[bool, Form()] = False
     ) -> dict[str, Any]:
@@ -191,41 +196,45 @@ def agents_router(st: ServerState) -> APIRouter:
         saved = await run_in_threadpool(lambda: st.payloads.add(name, data, replace=replace))
         return {"name": saved.name, "size": saved.size, "sha256": saved.sha256}
 
-    @router.delete("/payloads/{name}")
+    @router.delete("/payloads/{name}", dependencies=[RED])
     def delete_payload(name: str) -> dict[str, str]:
         st.payloads.remove(name)
         return {"deleted": name}
 
     # -- API keys --------------------------------------------------------------------------------------------
-    @router.get("/keys", tags=["Assay: keys and audit"])
+    @router.get("/keys", tags=["Assay: keys and audit"], dependencies=[ADMIN])
     def keys() -> list[dict[str, str]]:
-        return [{"name": p.name} for p in st.keys.principals() if p.kind == "api"]
+        """Every API key's name and role (never the secret, nor its hash)."""
+        found = [p for p in st.keys.principals() if p.kind == "api"]
+        return [{"name": p.name, "role": p.role.value} for p in sorted(found, key=lambda p: p.name)]
 
-    @router.post("/keys", tags=["Assay: keys and audit"])
-    def create_key(body: KeyCreate) -> dict[str, str]:
-        """A new API key; the secret is in this reply only (it is stored as a hash)."""
-        principal = Principal("api", body.name)
-        if principal in st.keys.principals():
+    @router.post("/keys", tags=["Assay: keys and audit"], dependencies=[ADMIN])
+    async def create_key(body: KeyCreate) -> dict[str, str]:
+        """A new API key of a role; the secret is in this reply only (it is stored as an scrypt hash)."""
+        principal = Principal("api", body.name, body.role)
+        if any(p.kind == "api" and p.name == body.name for p in st.keys.principals()):
             raise HTTPException(409, detail=f"a key named {body.name!r} exists already")
         secret = new_secret()
-        stored = slow_hash(secret)
-        st.store.set_credential(credential_name(principal), stored)
+        stored = await run_in_threadpool(slow_hash, secret)  # scrypt: never on the event loop
+        await run_in_threadpool(st.store.set_credential, credential_name(principal), stored)
         st.keys.set(principal, stored)
-        return {"id": body.name, "name": body.name, "key": secret}
+        return {"id": body.name, "name": body.name, "role": body.role.value, "key": secret}
 
-    @router.delete("/keys/{name}", tags=["Assay: keys and audit"])
+    @router.delete("/keys/{name}", tags=["Assay: keys and audit"], dependencies=[ADMIN])
     def delete_key(name: str) -> dict[str, str]:
         if name == "admin":
             raise HTTPException(
                 409, detail="the admin key is replaced with 'assay serve --api-key', not deleted"
             )
-        principal = Principal("api", name)
-        if not st.records.delete_credential(credential_name(principal)):
+        principal = next((p for p in st.keys.principals() if p.kind == "api" and p.name == name), None)
+        if principal is None or not any(  # a key made before roles were is stored as api_key:<name>
+            st.records.delete_credential(n) for n in (credential_name(principal), f"{API_KEY}:{name}")
+        ):
             raise HTTPException(404, detail=f"no key named {name[:64]!r}")
         st.keys.remove(principal)
-        return {"deleted": name}
+        return {"deleted": name, "id": name}
 
-    @router.get("/audit", tags=["Assay: keys and audit"])
+    @router.get("/audit", tags=["Assay: keys and audit"], dependencies=[ADMIN])
     def audit(
         operation_id: Annotated[str | None, Query(max_length=64)] = None,
         paw: Annotated[str | None, Query(max_length=64)] = None,

@@ -6,7 +6,8 @@ Caldera ``/beacon`` fast path, the audit of state-changing calls).
 
 Auth: Caldera's ``KEY`` header or ``Authorization: Bearer``. No key exists until the server generates one
 (or is given one); keys are stored as scrypt hashes, checked once in a worker thread and then from a keyed
-cache, so a request never waits on a slow hash on the event loop (see :mod:`assay.c2._auth`).
+cache, so a request never waits on a slow hash on the event loop (see :mod:`assay.c2._auth`). Every route
+declares the roles it serves (``red``, ``blue``, ``admin``; :mod:`assay.api._roles`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,9 +31,10 @@ from assay.api._agents import agents_router
 from assay.api._edge import Edge, error_body
 from assay.api._operations import operations_router
 from assay.api._records import records_router
+from assay.api._roles import Guard, document_roles, require
 from assay.api._state import ServerConfig, ServerState, open_state
 from assay.api._telemetry import decode_batch
-from assay.c2 import CalderaContact, FileContact, NativeContact, Principal, Refused
+from assay.c2 import CalderaContact, FileContact, NativeContact, Refused, Role
 from assay.errors import AssayError, C2Error, EmulationError, StorageError
 
 log = logging.getLogger("assay.api")
@@ -134,27 +136,9 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Edge:
     app.state.assay = st
     install_error_handlers(app)
 
-    async def admin(
-        request: Request,
-        key: Annotated[str | None, Header(alias="KEY")] = None,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> Principal:
-        """Caldera's ``KEY`` header, or ``Authorization: Bearer``; no default key exists anywhere."""
-        secret = key
-        if secret is None and authorization:
-            scheme, _, token = authorization.partition(" ")
-            secret = token.strip() if scheme.lower() == "bearer" else None
-        found: Principal | bool | None = None
-        if secret and len(secret) <= 512:
-            found = st.keys.cached(secret)
-            if found is None:  # first use of this secret: scrypt, in a worker thread
-                found = await run_in_threadpool(st.keys.verify, secret, "api")
-        if not isinstance(found, Principal) or found.kind != "api":
-            raise HTTPException(
-                401, detail="API key required: header 'KEY: <key>' or 'Authorization: Bearer <key>'"
-            )
-        request.state.principal = f"{found.kind}:{found.name}"
-        return found
+    guard = Guard(st.keys)
+    app.state.assay_guard = guard
+    document_roles(app)
 
     contact = NativeContact(lambda: st.core, st.keys, st.waiters, lambda: st.payloads)
     app.include_router(contact.router())
@@ -167,12 +151,23 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Edge:
             """Caldera's beacon: base64 of a JSON profile in, base64 of a JSON reply out."""
             raise C2Error("served by the edge layer")  # pragma: no cover - never routed here
 
-    guarded = [Depends(admin)]
+    # Every /api/ route needs a key (and, if it declares no role, an admin key); each declares its roles with
+    # require(), here for whole routers or in the router for routes of mixed roles (see assay.api._roles).
+    guarded = [Depends(guard.authenticated)]
     app.include_router(agents_router(st), prefix="/api/v2", dependencies=guarded)
-    app.include_router(records_router(st), prefix="/api/v2", dependencies=guarded)
-    app.include_router(operations_router(st), prefix="/api/v2", dependencies=guarded)
+    app.include_router(records_router(st), prefix="/api/v2", dependencies=[*guarded, require(Role.BLUE)])
+    app.include_router(operations_router(st), prefix="/api/v2", dependencies=[*guarded, require(Role.RED)])
+    from assay.web import web_routers  # the web UI is an edge over the same state
 
-    @app.post("/api/v2/telemetry", dependencies=guarded, tags=["Assay: telemetry"])
+    pages, twins = web_routers(st)
+    app.include_router(pages)
+    app.include_router(twins, prefix="/api/v2", dependencies=guarded)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=303)
+
+    @app.post("/api/v2/telemetry", dependencies=[*guarded, require(Role.BLUE)], tags=["Assay: telemetry"])
     async def telemetry(body: Annotated[Any, Body()]) -> JSONResponse:
         events, alerts, bad = decode_batch(body)
         if bad:
@@ -191,7 +186,7 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Edge:
     def audit(entry: Any) -> None:
         st.records.audit([entry])
 
-    return Edge(app, caldera=caldera, audit=audit, clock=st.core.clock)
+    return Edge(app, caldera=caldera, audit=audit, clock=st.core.clock, keys=st.keys)
 
 
 def fastapi_app(edge: Edge) -> FastAPI:

@@ -116,6 +116,45 @@ def _id_key(kind: str) -> str:
     return {"ability": "ability_id", "adversary": "adversary_id", "source": "id"}[kind]
 
 
+def save_item(
+    st: ServerState, kind: str, data: dict[str, Any], item_id: str | None, *, replace: bool
+) -> dict[str, Any]:
+    """Parse ``data`` with the YAML loaders, store it and add it to the library; its API view (with any
+    warnings). Content from files is not changed here (409): change the file."""
+    library = st.content.library
+    tables: dict[str, dict[str, Any]] = {
+        "ability": library.abilities,
+        "adversary": library.adversaries,
+        "source": library.sources,
+    }
+    views = {"ability": ability_view, "adversary": adversary_view, "source": source_view}
+    if item_id is not None:
+        data = {**data, _id_key(kind): item_id}
+        if kind == "ability":
+            data.pop("id", None)
+    elif not (data.get(_id_key(kind)) or data.get("id")):
+        data = {**data, _id_key(kind): str(uuid.uuid4())}  # as Caldera: a new item without an id gets one
+    errors = ErrorCollector()
+    try:
+        item = parse_item(kind, data, f"request:{kind}", errors)
+    except ContentError as exc:
+        raise HTTPException(400, detail=str(exc)) from exc
+    known = tables[kind].get(item.id)
+    stored = _is_stored(st.store, kind, item.id)
+    builtin = known is BASIC_SOURCE  # Caldera's `basic` may be edited; the edit is stored like any source
+    if known is not None and not stored and not builtin:
+        where = getattr(known, "origin", None)
+        raise HTTPException(409, detail=f"{kind} {item.id} comes from {where}; change that file instead")
+    if known is not None and not replace and not builtin:
+        raise HTTPException(409, detail=f"{kind} {item.id} exists; PUT or PATCH it")
+    st.store.save_content(kind, item.id, data)
+    _add(library, item)
+    view = views[kind](item)  # type: ignore[operator]
+    if errors.warnings:
+        view["warnings"] = [str(w) for w in errors.warnings]
+    return dict(view)
+
+
 def content_router(st: ServerState) -> APIRouter:
     router = APIRouter(tags=["content"])
     library = st.content.library
@@ -127,31 +166,7 @@ def content_router(st: ServerState) -> APIRouter:
     views = {"ability": ability_view, "adversary": adversary_view, "source": source_view}
 
     def upsert(kind: str, data: dict[str, Any], item_id: str | None, *, replace: bool) -> dict[str, Any]:
-        if item_id is not None:
-            data = {**data, _id_key(kind): item_id}
-            if kind == "ability":
-                data.pop("id", None)
-        elif not (data.get(_id_key(kind)) or data.get("id")):
-            data = {**data, _id_key(kind): str(uuid.uuid4())}  # as Caldera: a new item without an id gets one
-        errors = ErrorCollector()
-        try:
-            item = parse_item(kind, data, f"request:{kind}", errors)
-        except ContentError as exc:
-            raise HTTPException(400, detail=str(exc)) from exc
-        known = tables[kind].get(item.id)
-        stored = _is_stored(st.store, kind, item.id)
-        builtin = known is BASIC_SOURCE  # Caldera's `basic` may be edited; the edit is stored like any source
-        if known is not None and not stored and not builtin:
-            where = getattr(known, "origin", None)
-            raise HTTPException(409, detail=f"{kind} {item.id} comes from {where}; change that file instead")
-        if known is not None and not replace and not builtin:
-            raise HTTPException(409, detail=f"{kind} {item.id} exists; PUT or PATCH it")
-        st.store.save_content(kind, item.id, data)
-        _add(library, item)
-        view = views[kind](item)  # type: ignore[operator]
-        if errors.warnings:
-            view["warnings"] = [str(w) for w in errors.warnings]
-        return dict(view)
+        return save_item(st, kind, data, item_id, replace=replace)
 
     def get_one(kind: str, item_id: str) -> Any:
         item = tables[kind].get(item_id)

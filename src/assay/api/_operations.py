@@ -63,7 +63,9 @@ class OperationCreate(BaseModel):
     """Caldera's ``POST /api/v2/operations`` body, and Assay's own fields beside it.
 
     Assay differs on purpose: ``jitter`` defaults to ``"0/0"`` (links start the moment they exist; Caldera's
-    ``"2/8"`` can be given), and only ``safe`` abilities run unless ``max_safety`` opts in to more.
+    ``"2/8"`` can be given), and only ``safe`` abilities run unless ``max_safety`` opts in to more. On the
+    host, ``max_safety`` above ``safe`` lets ``disruptive`` abilities run; ``destructive`` ones run only when
+    ``sandbox`` is true, and a sandboxed operation runs only on sandboxed agents.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -81,6 +83,7 @@ class OperationCreate(BaseModel):
     visibility: int = Field(default=50, ge=1, le=100)
     state: Literal["running", "paused", "run_one_link"] = "running"
     max_safety: Literal["safe", "disruptive", "destructive"] = "safe"
+    sandbox: bool = False
     facts: list[FactIn] = Field(default_factory=list, max_length=10_000)
     link_grace: float = Field(default=30.0, ge=0.0, le=86_400.0)
     collect_timeout: float = Field(default=300.0, gt=0.0, le=86_400.0)
@@ -166,23 +169,59 @@ def _run_view(op: Operation, run: Run) -> dict[str, Any]:
     }
 
 
+def read_operation(st: ServerState, operation_id: str, shape: Callable[[Operation], T]) -> T:
+    """``shape`` of the operation: a live one under the service's lock (it changes as results arrive), a
+    finished one loaded from storage without holding the lock (agents' results never wait on a report)."""
+    service = st.core.operations
+    library = st.content.library
+    with service.lock:
+        live = service.get(operation_id)
+        if live is not None:
+            return shape(live)
+    op = st.store.load_operation(operation_id, library.adversaries)
+    if op is None:
+        raise HTTPException(404, detail=f"no operation {operation_id!r}")
+    op.abilities = library.abilities
+    return shape(op)
+
+
+def start_operation(st: ServerState, body: OperationCreate) -> Operation:
+    """Start an operation over the agents of ``body.group`` (every agent when it is empty)."""
+    settings = OperationSettings(
+        group=body.group,
+        auto_close=body.auto_close,
+        autonomous=bool(body.autonomous),
+        obfuscator=body.obfuscator,
+        jitter=parse_jitter(body.jitter),
+        visibility=body.visibility,
+        source_id=body.source.id if body.source and body.source.id else None,
+        max_safety=Safety(body.max_safety),
+        sandbox=body.sandbox,
+        state=body.state,
+        facts=[
+            (f.trait, str(f.value).lower() if isinstance(f.value, bool) else str(f.value), f.score)
+            for f in body.facts
+        ],
+        link_grace=body.link_grace,
+        collect_timeout=body.collect_timeout,
+        objective_id=body.objective.id if body.objective and body.objective.id else None,
+        use_learning_parsers=body.use_learning_parsers,
+    )
+    return st.core.operations.start_operation(
+        name=body.name,
+        adversary_id=body.adversary.adversary_id,
+        agents=list(st.core.agents.values()),
+        planner_id=body.planner.id,
+        settings=settings,
+    )
+
+
 def operations_router(st: ServerState) -> APIRouter:
     router = APIRouter(tags=["operations"])
     service = st.core.operations
-    library = st.content.library
 
     def read(operation_id: str, shape: Callable[[Operation], T]) -> T:
-        """``shape`` of the operation: a live one under the service's lock (it changes as results arrive), a
-        finished one loaded from storage without holding the lock (agents' results never wait on a report)."""
-        with service.lock:
-            live = service.get(operation_id)
-            if live is not None:
-                return shape(live)
-        op = st.store.load_operation(operation_id, library.adversaries)
-        if op is None:
-            raise HTTPException(404, detail=f"no operation {operation_id!r}")
-        op.abilities = library.abilities
-        return shape(op)
+        return read_operation(st, operation_id, shape)
 
     def view(operation_id: str, *, chain: bool = True) -> dict[str, Any]:
         return read(operation_id, lambda op: operation_view(op, chain=chain))
@@ -206,34 +245,8 @@ def operations_router(st: ServerState) -> APIRouter:
 
     @router.post("/operations")
     def create_operation(body: OperationCreate, response: Response) -> dict[str, Any]:
-        settings = OperationSettings(
-            group=body.group,
-            auto_close=body.auto_close,
-            autonomous=bool(body.autonomous),
-            obfuscator=body.obfuscator,
-            jitter=parse_jitter(body.jitter),
-            visibility=body.visibility,
-            source_id=body.source.id if body.source and body.source.id else None,
-            max_safety=Safety(body.max_safety),
-            state=body.state,
-            facts=[
-                (f.trait, str(f.value).lower() if isinstance(f.value, bool) else str(f.value), f.score)
-                for f in body.facts
-            ],
-            link_grace=body.link_grace,
-            collect_timeout=body.collect_timeout,
-            objective_id=body.objective.id if body.objective and body.objective.id else None,
-            use_learning_parsers=body.use_learning_parsers,
-        )
         differs(response, "operation-defaults")
-        op = service.start_operation(
-            name=body.name,
-            adversary_id=body.adversary.adversary_id,
-            agents=list(st.core.agents.values()),
-            planner_id=body.planner.id,
-            settings=settings,
-        )
-        return view(op.id)
+        return view(start_operation(st, body).id)
 
     @router.get("/operations")
     def operations() -> list[dict[str, Any]]:

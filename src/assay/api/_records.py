@@ -77,44 +77,61 @@ def records_router(st: ServerState) -> APIRouter:
 
     @router.get("/rounds")
     def rounds(limit: Limit = 1000) -> list[dict[str, Any]]:
-        out = []
+        """Stored rounds (every `assay demo` / `assay validate` run, oldest first) with their summaries, then
+        operations no round was stored for (``kind: operation``, ``summary: null``; their report is built on
+        request)."""
+        stored = st.store.rounds(limit)
+        scored = {r.operation_id for r in stored if r.operation_id}
+        out: list[dict[str, Any]] = []
+        for r in stored:
+            item = r.to_dict()
+            item["state"] = "finished"
+            out.append(item)
         for record in st.store.operations()[-limit:]:
+            if record.id in scored:
+                continue
             links = st.store.links(record.id)
             out.append(
                 {
                     "id": record.id,
+                    "kind": "operation",
                     "operation_id": record.id,
                     "name": record.name,
                     "state": str(record.state),
                     "adversary_id": record.adversary_id,
                     "started_at": record.created_at,
                     "finished_at": record.finished_at,
+                    "summary": None,
                     "agents": list(record.agents),
                     "links": sum(1 for lk in links if not lk.cleanup),
                     "techniques": sorted({lk.technique_id for lk in links if lk.technique_id}),
                 }
             )
-        return out
+        return out[-limit:]
 
-    @router.get("/rounds/{operation_id}")
-    async def round_report(operation_id: str) -> dict[str, Any]:
-        """The validation report of one round: every link classified, rolled up per technique."""
-        record = st.store.operation(operation_id)
+    @router.get("/rounds/{round_id}")
+    async def round_report(round_id: str) -> dict[str, Any]:
+        """The report JSON of one round: a stored round by its id (or its operation's id), as it was written;
+        for an operation no round was stored for, every link classified now with the server's rules."""
+        stored = await run_in_threadpool(st.store.round, round_id)
+        if stored is not None:
+            return stored.report
+        record = st.store.operation(round_id)
         if record is None:
-            raise HTTPException(404, detail=f"no round (operation) {operation_id[:64]!r}")
+            raise HTTPException(404, detail=f"no round (nor operation) {round_id[:64]!r}")
         engine = await run_in_threadpool(rules.engine)
 
         def build() -> dict[str, Any]:
             from assay.validation import round_inputs, validate
 
-            links, found_events, found_alerts = round_inputs(st.store, operation_id)
+            links, found_events, found_alerts = round_inputs(st.store, round_id)
             report = validate(
                 links,
                 found_events,
                 found_alerts,
                 mapped_techniques=engine.mapped_techniques,
                 consumed_actions=engine.consumed_actions,
-                meta={"operation_id": operation_id, "name": record.name, "state": str(record.state)},
+                meta={"operation_id": round_id, "name": record.name, "state": str(record.state)},
             )
             return report.to_dict()
 

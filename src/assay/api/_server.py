@@ -50,9 +50,14 @@ def serve(
         f"assay serve: database {state.store.db.backend}, {len(state.content.library.abilities)} abilities\n"
     )
     if config.caldera_compat:
+        policy = {
+            "untrusted": "registered untrusted (no command until an operator trusts it)",
+            "refuse": "refused",
+            "trusted": "TRUSTED: anyone who can reach this port can run commands through it",
+        }[config.caldera_unenrolled]
         out.write(
-            "assay serve: --caldera-compat: Caldera's unauthenticated /beacon and /file/* contacts are ON; "
-            "anyone who can reach this port can register an agent\n"
+            "assay serve: --caldera-compat: Caldera's /beacon and /file/* contacts are ON; Sandcat enrols "
+            f"with -server http://HOST:PORT/enrol/<token>; an agent without the token is {policy}\n"
         )
     out.write(f"assay serve: listening on http://{shown}:{actual}\n")
     out.flush()

@@ -23,6 +23,7 @@ from assay.c2 import (
     KeyRing,
     PayloadStore,
     Principal,
+    Role,
     Waiters,
     new_secret,
     slow_hash,
@@ -31,7 +32,9 @@ from assay.content import LoadResult, content_payload_dirs, load_builtin
 from assay.emulation import Agent, Link, OperationService, Result
 from assay.storage import C2Records, Store, sqlite_url
 
-API_KEY = "api_key"  # the admin key's credential name; extra keys are "api_key:<name>"
+API_KEY = "api_key"  # the admin key's credential name; other keys are "key:<role>:<name>"
+KEY_PREFIX = "key:"
+LEGACY_KEY_PREFIX = API_KEY + ":"  # "api_key:<name>": keys made before roles existed (admin, as they were)
 ENROL_TOKEN = "enrol_token"
 CONTACT_LOG = 1000  # beacons remembered for GET /api/v2/contacts (Caldera's log grew without bound)
 
@@ -43,7 +46,8 @@ class ServerConfig:
     api_key: str | None = None
     enrol_token: str | None = None
     content_paths: list[Path] = field(default_factory=list)
-    caldera_compat: bool = False  # serve Caldera's unauthenticated /beacon and file transfer
+    caldera_compat: bool = False  # serve Caldera's /beacon and file transfer
+    caldera_unenrolled: str = "untrusted"  # what a Caldera agent without the enrolment token gets (c2._core)
     payload_dirs: list[Path] = field(default_factory=list)  # searched after <data_dir>/payloads
     agent_defaults: AgentDefaults = field(default_factory=AgentDefaults)
     seen_flush_interval: float = 5.0  # seconds between batched last-seen writes
@@ -137,18 +141,37 @@ class ServerState:
     started_at: float = field(default_factory=time.time)
 
 
-def principal_for(name: str) -> Principal:
+def principal_for(name: str) -> Principal | None:
+    """The principal a stored credential name stands for (``None``: not a secret the server checks)."""
     if name == ENROL_TOKEN:
         return Principal("enrol", ENROL_TOKEN)
     if name == API_KEY:
-        return Principal("api", "admin")
-    return Principal("api", name.split(":", 1)[1])
+        return Principal("api", "admin", Role.ADMIN)
+    if name.startswith(LEGACY_KEY_PREFIX):
+        return Principal("api", name[len(LEGACY_KEY_PREFIX) :], Role.ADMIN)
+    if name.startswith(KEY_PREFIX):
+        role, _, key_name = name[len(KEY_PREFIX) :].partition(":")
+        if role in {r.value for r in Role} and key_name:
+            return Principal("api", key_name, Role(role))
+    return None
 
 
 def credential_name(principal: Principal) -> str:
     if principal.kind == "enrol":
         return ENROL_TOKEN
-    return API_KEY if principal.name == "admin" else f"{API_KEY}:{principal.name}"
+    if principal.name == "admin":
+        return API_KEY
+    return f"{KEY_PREFIX}{principal.role.value}:{principal.name}"
+
+
+def stored_principals(records: C2Records) -> dict[Principal, str]:
+    """Every stored secret the server checks, by principal (re-read on every slow key check)."""
+    found: dict[Principal, str] = {}
+    for name, stored in records.credentials().items():
+        principal = principal_for(name)
+        if principal is not None:
+            found[principal] = stored
+    return found
 
 
 def settle_credential(store: Store, name: str, given: str | None) -> tuple[str, str | None]:
@@ -175,7 +198,11 @@ def open_state(config: ServerConfig) -> ServerState:
     cores: list[BeaconCore] = []  # the service needs the core's notify, the core needs the service
     operations = OperationService(store, content.library, on_ready=lambda paw: cores[0].notify(paw))
     core = BeaconCore(
-        C2Ledger(store, records), operations, defaults=config.agent_defaults, on_ready=waiters.notify
+        C2Ledger(store, records),
+        operations,
+        defaults=config.agent_defaults,
+        on_ready=waiters.notify,
+        unenrolled=config.caldera_unenrolled,
     )
     cores.append(core)
     generated: dict[str, str] = {}
@@ -183,10 +210,8 @@ def open_state(config: ServerConfig) -> ServerState:
         _, secret = settle_credential(store, name, given)
         if secret:
             generated[name] = secret
-    keys = KeyRing()
-    for name, stored in records.credentials().items():
-        if name in (API_KEY, ENROL_TOKEN) or name.startswith(API_KEY + ":"):
-            keys.set(principal_for(name), stored)
+    keys = KeyRing(lambda: stored_principals(records))
+    keys.reload()
     roots = [config.data_dir / "payloads", *config.payload_dirs]
     roots += [p / "payloads" for p in config.content_paths if (p / "payloads").is_dir()]
     roots += [

@@ -86,6 +86,7 @@ def agent_view(agent: Agent) -> dict[str, Any]:
         "exe_name": agent.exe_name,
         "contact": agent.contact,
         "trusted": agent.trusted,
+        "sandbox": agent.sandbox,
         "display_name": f"{agent.host}${agent.username}",
         "created": caldera_time(agent.created_at),
         "last_seen": caldera_time(agent.last_seen),
@@ -138,6 +139,7 @@ def ability_view(ability: Ability) -> dict[str, Any]:
             {"module": r.module, "relationship_match": list(r.relationships)} for r in ability.requirements
         ],
         "safety": None if ability.safety is None else str(ability.safety),
+        "safety_reason": ability.safety_reason,
         "plugin": ability.plugin or "assay",
         "access": dict(ability.access),
         "additional_info": dict(ability.additional_info),
@@ -217,6 +219,7 @@ def operation_view(op: Operation, *, chain: bool = True) -> dict[str, Any]:
         "planner_params": dict(op.planner.params),
         "end_reason": op.end_reason or None,
         "max_safety": op.max_safety.value,
+        "sandbox": op.sandbox,
         "start": caldera_time(op.created_at),
         "finish": caldera_time(op.finished_at),
         "created_at": op.created_at,

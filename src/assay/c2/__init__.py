@@ -8,7 +8,7 @@
 - :class:`KeyRing`: hashed secrets verified once off the event loop, then from a keyed cache.
 """
 
-from assay.c2._auth import KeyRing, Principal, digest, matches, new_secret, slow_hash
+from assay.c2._auth import KeyRing, Principal, Role, digest, matches, new_secret, slow_hash
 from assay.c2._caldera import (
     Beacon,
     CalderaContact,
@@ -62,6 +62,7 @@ __all__ = [
     "Refused",
     "ResultOutcome",
     "ResultState",
+    "Role",
     "Waiters",
     "check_timing",
     "clean_paw",

@@ -12,6 +12,13 @@ Caldera argon2-verifies its key synchronously on the event loop for *every* requ
 under an HMAC of the secret with a per-process random key, so every later request costs one HMAC and one dict
 lookup (about two microseconds) on the event loop. Nothing in memory can be turned back into the secret:
 the cache holds HMACs, not secrets, and dies with the process.
+
+A verified key is remembered briefly (:data:`CACHE_SECONDS`), not forever: when it expires the next request
+checks it again (scrypt, in a worker thread) against the credentials as stored *now* (``loader``), so a key
+revoked by another server process sharing the database stops working within that time; a key revoked through
+this process stops at once (the cache is cleared).
+
+Every API key carries a :class:`Role` (``red``, ``blue``, ``admin``); see :mod:`assay.api._roles`.
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 # scrypt cost: 2**14 x 8 x 1 is the interactive-login setting (~16 MiB). Checked once per secret per process.
@@ -30,6 +40,7 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
 _CACHE_SIZE = 4096  # positive results: one entry per distinct valid secret seen (there are a handful)
 _MISS_SIZE = 1024  # recent wrong secrets, so a client retrying one bad key costs no scrypt per request
+CACHE_SECONDS = 30.0  # how long a verified (or refused) secret is answered from memory
 
 
 def new_secret() -> str:
@@ -84,12 +95,26 @@ def _scrypt_matches(secret: str, stored: str) -> bool:
     return hmac.compare_digest(raw, _unb64(expected))
 
 
+class Role(StrEnum):
+    """What an API key may do. ``admin`` may do everything (it can mint a key of any role anyway)."""
+
+    RED = "red"  # run operations, manage agents and content
+    BLUE = "blue"  # rules, allowlists, telemetry; read rounds and alerts
+    ADMIN = "admin"  # keys, server config, the audit trail
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a secret belongs to: ``kind`` is ``api`` (an API key) or ``enrol`` (the enrolment token)."""
 
     kind: str
     name: str
+    role: Role = Role.ADMIN
+
+    @property
+    def label(self) -> str:
+        """How the audit trail names it: ``api:<name>`` (``enrol:enrol_token`` for the token)."""
+        return f"{self.kind}:{self.name}"
 
 
 class KeyRing:
@@ -99,11 +124,20 @@ class KeyRing:
     yet; :meth:`verify` then does the slow check and must run off the event loop.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        loader: Callable[[], Mapping[Principal, str]] | None = None,
+        *,
+        ttl: float = CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._hashes: dict[Principal, str] = {}
+        self._loader = loader  # the stored credentials, re-read on every slow check
+        self._ttl = ttl
+        self._clock = clock
         self._pepper = secrets.token_bytes(32)  # keys the cache; never leaves this process
-        self._good: OrderedDict[bytes, Principal] = OrderedDict()
-        self._bad: OrderedDict[bytes, None] = OrderedDict()
+        self._good: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self._bad: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
         self._slow = threading.BoundedSemaphore(2)  # wrong keys may cost scrypt; never all the workers
 
@@ -123,18 +157,35 @@ class KeyRing:
         with self._lock:
             return list(self._hashes)
 
+    def reload(self) -> None:
+        """Take the stored credentials as they are now (from ``loader``); forget what they no longer hold."""
+        if self._loader is None:
+            return
+        fresh = dict(self._loader())
+        with self._lock:
+            if fresh != self._hashes:
+                self._hashes = fresh
+                self._good.clear()
+                self._bad.clear()
+
     def _tag(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
     def cached(self, secret: str) -> Principal | Literal[False] | None:
         """The principal if verified before; ``False`` if recently wrong; ``None`` if not known yet."""
         tag = self._tag(secret)
+        now = self._clock()
         with self._lock:
-            found = self._good.get(tag)
-            if found is not None:
-                return found
-            if tag in self._bad:
-                return False
+            good = self._good.get(tag)
+            if good is not None:
+                if good[1] > now:
+                    return good[0]
+                del self._good[tag]  # expired: checked again against the stored credentials
+            bad = self._bad.get(tag)
+            if bad is not None:
+                if bad > now:
+                    return False
+                del self._bad[tag]
         return None
 
     def verify(self, secret: str, kind: str | None = None) -> Principal | None:
@@ -143,17 +194,19 @@ class KeyRing:
         if hit is not None:
             return hit if isinstance(hit, Principal) else None
         tag = self._tag(secret)
+        self.reload()
         with self._lock:
             candidates = [(p, h) for p, h in self._hashes.items() if kind is None or p.kind == kind]
         with self._slow:
             found = next((p for p, h in candidates if matches(secret, h)), None)
+        until = self._clock() + self._ttl
         with self._lock:
             if found is not None:
-                self._good[tag] = found
+                self._good[tag] = (found, until)
                 if len(self._good) > _CACHE_SIZE:
                     self._good.popitem(last=False)
             else:
-                self._bad[tag] = None
+                self._bad[tag] = until
                 if len(self._bad) > _MISS_SIZE:
                     self._bad.popitem(last=False)
         return found

@@ -360,21 +360,27 @@ class CalderaContact:
         self._body_of_paw[paw] = body
         self._paw_of_body[body] = paw
 
-    async def handle(self, body: bytes) -> bytes:
-        """The reply body for a beacon; raises :class:`C2Error` (a 4xx) for a bad one."""
+    async def handle(self, body: bytes, enrolled: bool = False) -> bytes:
+        """The reply body for a beacon; raises :class:`C2Error` (a 4xx) for a bad one. ``enrolled``: the
+        request carried the enrolment token (checked by the caller)."""
         core = self._core()
         paw = self._paw_of_body.get(body)
-        if paw is not None and paw in core.agents and not core.is_native(paw):
+        if (
+            paw is not None
+            and paw in core.agents
+            and not core.is_native(paw)
+            and core.enrolled(paw) is enrolled  # otherwise register() refuses it, or enrols it
+        ):
             core.seen(paw)  # these exact bytes were decoded and checked before, to this agent's profile
             results = None
         else:
             beacon = decode_beacon(body)
             paw = beacon.profile.paw
-            if core.unchanged(beacon.profile, beacon.present):
+            if core.unchanged(beacon.profile, beacon.present) and core.enrolled(paw) is enrolled:
                 core.seen(paw)
             else:
                 await self._run_sync(
-                    core.register, beacon.profile, beacon.extras, beacon.timing, beacon.present
+                    core.register, beacon.profile, beacon.extras, beacon.timing, beacon.present, enrolled
                 )
             results = beacon.results
             if results is None and beacon.named and len(body) <= _CACHED_BODY:

@@ -62,6 +62,11 @@ SWEEP_INTERVAL = 5.0  # seconds between unprompted looks for work per agent whil
 MAX_AGENTS = (
     100_000  # registration refuses more: unauthenticated Caldera registration must not exhaust memory
 )
+# What a Caldera agent that beacons without the enrolment token gets (``assay serve --caldera-unenrolled``):
+# ``untrusted``: registered and listed, but no command and no result is taken until an operator trusts it;
+# ``refuse``: a 403, nothing stored; ``trusted``: Caldera's own behaviour (anyone reaching the port runs it).
+UNENROLLED_POLICIES = ("untrusted", "refuse", "trusted")
+ENROLLED = "enrolled"  # in an agent's stored profile: it presented the enrolment token
 
 
 class Ledger(Protocol):
@@ -246,6 +251,7 @@ _PROFILE_FIELDS = (
     "location",
     "exe_name",
     "contact",
+    "sandbox",
 )
 
 
@@ -260,7 +266,11 @@ class BeaconCore:
         clock: Callable[[], float] = time.time,
         defaults: AgentDefaults | None = None,
         on_ready: Callable[[str], None] = lambda paw: None,
+        unenrolled: str = "untrusted",
     ) -> None:
+        if unenrolled not in UNENROLLED_POLICIES:
+            raise C2Error(f"must be one of {', '.join(UNENROLLED_POLICIES)}, got {unenrolled!r}")
+        self.unenrolled = unenrolled
         self.ledger = ledger
         self.operations = operations
         self.clock = clock
@@ -358,8 +368,13 @@ class BeaconCore:
         extras: Mapping[str, Any],
         timing: Mapping[str, int],
         present: Collection[str] = _PROFILE_FIELDS,
+        enrolled: bool = False,
     ) -> Agent:
-        """A Caldera beacon: register an unknown paw (no secret, as Caldera), or update a known one.
+        """A Caldera beacon: register an unknown paw, or update a known one.
+
+        ``enrolled``: the beacon carried the enrolment token. A new agent without it is handled by the
+        ``unenrolled`` policy; an agent that once presented it must present it on every beacon (a paw is no
+        secret); an unenrolled agent that presents it becomes enrolled and trusted.
 
         A known agent changes only in the fields the beacon carried (a result beacon carries a trimmed
         profile; Caldera, too, leaves absent fields alone). Writes only when something changed. ``extras``
@@ -377,15 +392,23 @@ class BeaconCore:
                     status=403,
                 )
             if old is None:
+                if not enrolled and self.unenrolled == "refuse":
+                    raise Refused(
+                        "an unenrolled Caldera agent is refused: beacon to /enrol/<token>/beacon (Sandcat: "
+                        "-server http://HOST:PORT/enrol/<token>) or with 'Authorization: Bearer <token>'",
+                        Source(agent=paw),
+                        status=403,
+                    )
                 self._check_capacity(paw)
                 profile.created_at = profile.last_seen = now
                 profile.contact = profile.contact or "HTTP"
+                profile.trusted = enrolled or self.unenrolled == "trusted"
                 d = self.defaults
                 settings = AgentSettings(
                     int(timing.get("sleep_min", d.sleep_min)),
                     int(timing.get("sleep_max", d.sleep_max)),
                     int(timing.get("watchdog", d.watchdog)),
-                    profile=dict(extras),
+                    profile={**extras, ENROLLED: enrolled},
                 )
                 if settings.sleep_min > settings.sleep_max:  # only one of them given: keep them ordered
                     settings = replace(settings, sleep_max=settings.sleep_min)
@@ -395,10 +418,37 @@ class BeaconCore:
                 self.settings[paw] = settings
                 self._queue_tasks(paw, tasks)
                 self._maybe_work.add(paw)
-                self.ledger.audit([AuditEntry(now, "register", paw=paw, data={"host": profile.host})])
+                self.ledger.audit(
+                    [
+                        AuditEntry(
+                            now,
+                            "register",
+                            paw=paw,
+                            data={"host": profile.host, ENROLLED: enrolled, "trusted": profile.trusted},
+                        )
+                    ]
+                )
                 agent = profile
                 joined = True
             else:
+                bound = self.enrolled(paw)
+                if bound and not enrolled:
+                    raise Refused(
+                        f"agent {paw} enrolled with the token; a beacon without it is refused",
+                        Source(agent=paw),
+                        status=403,
+                    )
+                joined = False
+                if enrolled and not bound:  # an unenrolled agent presents the token: enrolled and trusted
+                    s = self._settings_for(paw)
+                    new = replace(s, profile={**s.profile, ENROLLED: True})
+                    old.trusted = True
+                    self.ledger.save_settings(paw, new, now)
+                    self.settings[paw] = new
+                    self.ledger.save_agent(old)
+                    self._maybe_work.add(paw)
+                    self.ledger.audit([AuditEntry(now, "enrol", paw=paw, data={"host": old.host})])
+                    joined = True
                 changed = [
                     f for f in _PROFILE_FIELDS if f in present and getattr(old, f) != getattr(profile, f)
                 ]
@@ -410,10 +460,14 @@ class BeaconCore:
                 else:
                     self._unsaved_seen[paw] = now
                 agent = old
-                joined = False
         if joined:
             self.operations.agent_joined(agent)
         return agent
+
+    def enrolled(self, paw: str) -> bool:
+        """Lock-free: whether Caldera agent ``paw`` presented the enrolment token (then it must, always)."""
+        s = self.settings.get(paw)
+        return s is not None and s.profile.get(ENROLLED) is True
 
     def is_native(self, paw: str) -> bool:
         """Whether ``paw`` has a per-agent key (enrolled natively): Caldera beacons may not speak for it."""
@@ -513,9 +567,12 @@ class BeaconCore:
             self.ledger.save_agent(agent)
             self.ledger.save_settings(paw, new, now)
             self.settings[paw] = new
-            self.ledger.audit(
-                [AuditEntry(now, "agent", principal=principal, paw=paw, data={"patch": dict(changes)})]
-            )
+            entries = [AuditEntry(now, "agent", principal=principal, paw=paw, data={"patch": dict(changes)})]
+            if changes.get("trusted") is True:  # an operator lets this agent take commands: an approval
+                entries.append(
+                    AuditEntry(now, "approval", principal=principal, paw=paw, data={"trusted": True})
+                )
+            self.ledger.audit(entries)
         if agent.trusted:
             self.operations.agent_joined(agent)  # a changed group may join running operations
         return agent
@@ -751,8 +808,15 @@ class BeaconCore:
         )
 
     def submit(self, paw: str, results: Sequence[Result]) -> list[ResultOutcome]:
-        """Record results (the next links are planned at once); a re-sent result is a duplicate, no error."""
+        """Record results (the next links are planned at once); a re-sent result is a duplicate, no error.
+
+        An unknown or untrusted agent (unenrolled, or distrusted by an operator) writes no result at all:
+        whoever beacons with a paw it does not own must not complete that paw's links."""
         now = self.clock()
+        agent = self.agents.get(paw)
+        if agent is None or not agent.trusted:
+            why = "unknown agent" if agent is None else f"agent {paw} is not trusted: its results are refused"
+            return [ResultOutcome(r.link_id, ResultState.REJECTED, why) for r in results]
         outcomes: list[ResultOutcome] = []
         for result in results:
             with self._lock:

@@ -97,8 +97,11 @@ class FileContact:
                 )
             agent = self._agent(authorization, x_paw)
             paw = agent.paw if agent is not None else (x_paw or "")
-            if agent is None and paw not in self._core().agents:
+            known = self._core().agents.get(paw) if agent is None else agent
+            if known is None:
                 raise HTTPException(403, detail="X-Paw must name an agent that registered through /beacon")
+            if not known.trusted:
+                raise HTTPException(403, detail=f"agent {paw} is not trusted (not enrolled): no upload")
             form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_UPLOAD_BYTES)
             try:
                 item = form.get("file")

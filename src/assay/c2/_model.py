@@ -96,8 +96,9 @@ class ResultOutcome:
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One audit record. ``kind``: ``dispatch`` (a command handed to an agent), ``api`` (a state-changing
-    API call and the key that made it), ``enrol``, ``register``, ``agent`` (a PATCH, a kill or a delete),
-    ``config`` (a changed server-wide agent default)."""
+    API call and the key that made it), ``approval`` (an operator trusted an agent, or approved, discarded or
+    rewrote a link), ``enrol``, ``register``, ``agent`` (a PATCH, a kill or a delete), ``config`` (a changed
+    server-wide agent default)."""
 
     at: float
     kind: str

@@ -55,6 +55,8 @@ class EnrolRequest(BaseModel):
     ppid: int | None = Field(default=None, ge=0, le=2**31 - 1)
     location: str = Field(default="", max_length=4096)
     exe_name: str = Field(default="", max_length=255)
+    # The sandbox id the agent runs in (assay.sandbox sets ASSAY_SANDBOX), or None on the bare host.
+    sandbox: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
 
 
 class EnrolResponse(BaseModel):
@@ -236,6 +238,7 @@ class NativeContact:
                 ppid=body.ppid,
                 location=body.location,
                 exe_name=body.exe_name,
+                sandbox=body.sandbox,
                 contact="native",
             )
             agent, key = await run_in_threadpool(

@@ -20,9 +20,27 @@ OUTCOME_STYLE: dict[str, str] = {
 
 
 def summary_table(report: RoundReport) -> Table:
+    """Every figure is a subset of the one before it that it is a rate of: detected and exact are among the
+    testable; "+unmapped" are detected techniques no rule claims (not testable), counted only in rate/exec."""
     s = report.summary
-    table = Table(title="Validation summary", box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for col in ("mapped", "profile", "executed", "testable", "detected", "rate/test", "rate/exec"):
+    table = Table(
+        title="Validation summary",
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+        pad_edge=False,
+        padding=0,  # nine columns at 80: the box puts one space between them
+    )
+    for col in (
+        "mapped",
+        "profile",
+        "executed",
+        "testable",
+        "detected",
+        "exact",
+        "rate/test",
+        "+unmapped",
+        "rate/exec",
+    ):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_row(
         str(s.mapped),
@@ -30,7 +48,9 @@ def summary_table(report: RoundReport) -> Table:
         str(s.executed),
         str(s.testable),
         str(s.detected),
+        str(s.detected_exact),
         f"{s.detection_rate_testable:.0%}",
+        str(s.detected_unmapped),
         f"{s.detection_rate_executed:.0%}",
     )
     return table
@@ -68,6 +88,8 @@ def misses(report: RoundReport) -> Group:
     for t in report.misses:
         line = Text(f"  {t.technique_id} {t.name}: ")
         line.append(str(t.outcome), style=OUTCOME_STYLE.get(t.outcome, ""))
+        if t.reason_code is not None:
+            line.append(f" ({t.reason_code})")
         line.append(f" - {t.reason}")
         lines.append(line)
     if len(lines) == 1:
@@ -89,9 +111,10 @@ def print_report(report: RoundReport, console: Console) -> None:
     console.print(misses(report))
 
 
-def print_delta(delta: RoundDelta, console: Console) -> None:
-    """The change since the previous round: regressions first, then improvements, then the rest."""
-    head = Text("Change since the previous round", style="bold")
+def print_delta(delta: RoundDelta, console: Console, title: str = "Change since the previous round") -> None:
+    """The change since another round: regressions first, then newly failing, then newly detected, then the
+    rest."""
+    head = Text(title, style="bold")
     rates = ", ".join(
         f"{k.replace('detection_rate_', 'rate/')} {v:+.0%}" if "rate" in k else f"{k} {v:+g}"
         for k, v in delta.summary.items()
@@ -100,18 +123,26 @@ def print_delta(delta: RoundDelta, console: Console) -> None:
     console.print(head, Text(f" ({rates})" if rates else " (summary unchanged)"))
     if not delta.changes:
         console.print("  no technique changed outcome")
+    failing = {c.technique_id for c in delta.newly_failing}
+    sections = (
+        ("regressed", "bold red", delta.regressions),
+        ("newly failing", "red", [c for c in delta.newly_failing if c.kind != "no_longer_detected"]),
+        ("newly detected", "green", delta.newly_detected),
+    )
+    for label, style, changes in sections:
+        for c in changes:
+            extra = ", now not executed" if label == "regressed" and c.technique_id in failing else ""
+            console.print(Text(f"  {label}: {c.technique_id}: {c.before} -> {c.after}{extra}", style=style))
+    shown = {c.technique_id for _, _, changes in sections for c in changes}
+    for c in delta.changes:
+        if c.kind == "changed" and c.technique_id not in shown:
+            console.print(Text(f"  changed: {c.technique_id}: {c.before} -> {c.after}"))
     # Techniques only one of the rounds ran are counted, not listed one by one: after a change of adversary
     # they are most of the list and would bury the regressions.
-    listed = [c for c in delta.changes if c.kind not in ("new", "dropped")]
-    for c in listed:
-        style = {"no_longer_detected": "bold red", "now_detected": "green"}.get(c.kind, "")
-        console.print(
-            Text(f"  {c.technique_id}: {c.before or '-'} -> {c.after or '-'} ({c.kind})", style=style)
-        )
     for kind, where in (("new", "not in the previous round"), ("dropped", "not in this round")):
         ids = [c.technique_id for c in delta.changes if c.kind == kind]
         if ids:
-            shown = ", ".join(ids[:6]) + (", ..." if len(ids) > 6 else "")
+            listed = ", ".join(ids[:6]) + (", ..." if len(ids) > 6 else "")
             console.print(
-                f"  {len(ids)} technique(s) {where} ({kind}): {shown}; all in the report's 'change'"
+                f"  {len(ids)} technique(s) {where} ({kind}): {listed}; all in the report's 'change'"
             )

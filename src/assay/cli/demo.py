@@ -16,20 +16,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from assay.cli._round import DEFAULT_ADVERSARY, LocalRound, RoundConfig
-from assay.cli._round import Progress as RoundProgress
+from assay.cli._progress import run_round
+from assay.cli._round import DEFAULT_ADVERSARY, DEFAULT_DB, RoundConfig
 from assay.cli._table import print_delta, print_report
-from assay.errors import AssayError
 from assay.plugins import hookimpl
+from assay.storage import normalize_url
 from assay.validation import compare
 
 
@@ -62,6 +54,19 @@ def demo(
         list[Path] | None, typer.Option("--content", help="Extra abilities and adversaries.")
     ] = None,
     rules: Annotated[list[Path] | None, typer.Option("--rules", help="Extra Sigma rules.")] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Run the agent, so every ability, in a throw-away sandbox (namespaces + overlay; README).",
+        ),
+    ] = False,
+    db: Annotated[
+        str,
+        typer.Option(
+            help="Database (a SQLite path or a URL) the round is stored in, with the rounds of earlier runs."
+        ),
+    ] = DEFAULT_DB,
 ) -> None:
     """Run the built-in adversary against this host and print what was detected, and why not."""
     console = Console()
@@ -79,31 +84,12 @@ def demo(
         rule_paths=list(rules or []),
         source=source,
         group="demo",
+        sandbox=sandbox,
+        db_url=normalize_url(db),
+        kind="demo",
     )
     started = time.monotonic()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("starting server, agent and sensor", total=None)
-
-        def show(p: RoundProgress) -> None:
-            what = f"{p.state}: {p.current}" if p.current else p.state
-            progress.update(task, description=what, total=max(p.total, 1), completed=p.finished)
-
-        try:
-            result = LocalRound(config, on_progress=show).run()
-        except AssayError as exc:
-            progress.stop()
-            console.print(f"[red]round failed:[/] {exc}")
-            console.print(f"logs: {config.data_dir}")
-            raise typer.Exit(1) from exc
-        progress.update(task, description="done")
+    result = run_round(config, console)
     elapsed = time.monotonic() - started
 
     console.print()
@@ -121,3 +107,4 @@ def demo(
         f"({result.report.events_dropped} dropped); round took {elapsed:.1f} s"
     )
     console.print(f"report: {report.resolve()}   data and logs: {result.data_dir}")
+    console.print(f"round: {result.round_id} (stored in {db})")

@@ -43,10 +43,19 @@ def serve(
         bool,
         typer.Option(
             "--caldera-compat",
-            help="Also serve Caldera's unauthenticated /beacon and /file/* contacts, so Caldera agents "
+            help="Also serve Caldera's /beacon and /file/* contacts, so Caldera agents "
             "(Sandcat) work unchanged. Off by default: anyone reaching the port could register an agent.",
         ),
     ] = False,
+    caldera_unenrolled: Annotated[
+        str,
+        typer.Option(
+            help="What a Caldera agent beaconing without the enrolment token gets: 'untrusted' (listed, "
+            "no command, no result taken until an operator trusts it), 'refuse' (403, nothing stored) or "
+            "'trusted' (Caldera's behaviour: anyone reaching the port can run it). With the token "
+            "(Sandcat: -server http://HOST:PORT/enrol/TOKEN) an agent is trusted.",
+        ),
+    ] = "untrusted",
     payload_dir: Annotated[
         list[Path] | None,
         typer.Option(help="Extra directories of payloads agents may download (after <data-dir>/payloads)."),
@@ -64,6 +73,7 @@ def serve(
         enrol_token=enrol_token or None,
         content_paths=list(content or []),
         caldera_compat=caldera_compat,
+        caldera_unenrolled=caldera_unenrolled,
         payload_dirs=list(payload_dir or []),
     )
     try:

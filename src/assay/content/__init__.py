@@ -15,6 +15,7 @@ from assay.content._library import (
     LINUX_EXECUTORS,
     LoadResult,
     ability_skips,
+    apply_overrides,
     builtin_paths,
     content_payload_dirs,
     load_builtin,
@@ -56,6 +57,7 @@ from assay.content._model import (
     SeedFact,
     SeedRelationship,
 )
+from assay.content._safety import classify
 from assay.content._sources import check_rule_match, parse_source
 from assay.content._yaml import YList, YMap, load_yaml
 from assay.content.builtin import BUILTIN_ADVERSARY_ID
@@ -102,9 +104,11 @@ __all__ = [
     "YList",
     "YMap",
     "ability_skips",
+    "apply_overrides",
     "builtin_paths",
     "check_paths",
     "check_rule_match",
+    "classify",
     "content_payload_dirs",
     "load_builtin",
     "load_paths",

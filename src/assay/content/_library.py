@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from assay.content._atomic import is_atomic, parse_atomic
 from assay.content._caldera import iter_abilities, parse_adversary
 from assay.content._definitions import parse_objective, parse_planner
-from assay.content._model import Ability, ContentSkip, Library
+from assay.content._model import Ability, ContentSkip, Library, Safety
+from assay.content._safety import classify
 from assay.content._sources import parse_source
 from assay.content._yaml import YList, YMap, load_yaml_file
 from assay.errors import ContentError, ErrorCollector, Source
@@ -29,6 +31,8 @@ class LoadResult:
     errors: ErrorCollector = field(default_factory=ErrorCollector)
     loaded: Counter[str] = field(default_factory=Counter)
     files: int = 0
+    # Safety overrides read from ``safety_overrides:`` files: ability id → (class, where it was set).
+    overrides: dict[str, tuple[Safety, Source]] = field(default_factory=dict)
     skips: list[ContentSkip] = field(default_factory=list)
 
 
@@ -86,9 +90,14 @@ def _load_file(path: Path, result: LoadResult) -> None:
     doc = load_yaml_file(path)
     lib, errors = result.library, result.errors
     if isinstance(doc, YList):
-        _add_abilities(iter_abilities(doc, name, errors), result, "abilities")
+        _add_abilities(_classified(iter_abilities(doc, name, errors)), result, "abilities")
     elif is_atomic(doc):
-        _add_abilities(parse_atomic(doc, name, errors), result, "atomic tests")
+        # Commands name files shipped in the atomics folder (PathToAtomicsFolder, expanded at import):
+        # scripts and binaries the classifier does not read.
+        atomics = str(path.resolve().parent.parent)
+        _add_abilities(_classified(parse_atomic(doc, name, errors), atomics), result, "atomic tests")
+    elif isinstance(doc, YMap) and "safety_overrides" in doc:
+        _read_overrides(doc, name, result)
     elif isinstance(doc, YMap) and ("atomic_ordering" in doc or "phases" in doc or "adversary_id" in doc):
         adversary = parse_adversary(doc, name, errors)
         first_adv = lib.adversaries.get(adversary.id)
@@ -102,7 +111,7 @@ def _load_file(path: Path, result: LoadResult) -> None:
     elif isinstance(doc, YMap) and ("platforms" in doc or "executors" in doc):
         holder = YList([doc])
         holder.line, holder.item_lines = doc.line, [doc.line]
-        _add_abilities(iter_abilities(holder, name, errors), result, "abilities")
+        _add_abilities(_classified(iter_abilities(holder, name, errors)), result, "abilities")
     elif isinstance(doc, YMap) and ("facts" in doc or "rules" in doc or "adjustments" in doc):
         source = parse_source(doc, name, errors)
         first_src = lib.sources.get(source.id)
@@ -153,6 +162,59 @@ def _load_file(path: Path, result: LoadResult) -> None:
         )
 
 
+def _classified(abilities: Iterable[Ability], *opaque: str) -> Iterable[Ability]:
+    """Abilities that say their safety class keep it; the others (Atomic tests, Caldera's stockpile) get the
+    classifier's, with its reason. Payloads are files the classifier cannot read: at least disruptive."""
+    for ability in abilities:
+        if ability.safety is not None:
+            yield (
+                ability
+                if ability.safety_reason
+                else dataclasses.replace(ability, safety_reason="declared by the ability")
+            )
+            continue
+        safety, reason = classify(ability, opaque_paths=opaque)
+        if safety is Safety.SAFE and any(e.payloads for e in ability.executors):
+            safety, reason = Safety.DISRUPTIVE, "runs payloads, which the classifier does not read"
+        yield dataclasses.replace(ability, safety=safety, safety_reason=f"classified: {reason}")
+
+
+def _read_overrides(doc: YMap, name: str, result: LoadResult) -> None:
+    """``safety_overrides: {<ability id>: safe|disruptive|destructive}``: the user's word over the
+    classifier's, per ability."""
+    raw = doc["safety_overrides"]
+    if not isinstance(raw, YMap):
+        raise ContentError(
+            "'safety_overrides' must map ability ids to safe, disruptive or destructive",
+            Source(file=name, line=doc.line_of("safety_overrides"), field="safety_overrides"),
+        )
+    for ability_id, value in raw.items():
+        where = Source(file=name, line=raw.line_of(ability_id), field=f"safety_overrides.{ability_id}")
+        try:
+            safety = Safety(str(value).lower())
+        except ValueError:
+            result.errors.add(
+                ContentError(f"safety must be safe, disruptive or destructive, got {value!r}", where)
+            )
+            continue
+        result.overrides[str(ability_id)] = (safety, where)
+
+
+def apply_overrides(result: LoadResult, overrides: Mapping[str, tuple[Safety, Source]]) -> None:
+    """Set each named ability's class, recording where the override came from; an id no loaded ability has
+    is a warning naming the override's file and line (or option)."""
+    for ability_id, (safety, where) in overrides.items():
+        ability = result.library.abilities.get(ability_id)
+        if ability is None:
+            result.errors.warn(ContentError(f"safety override for unknown ability {ability_id!r}", where))
+            continue
+        result.library.abilities[ability_id] = dataclasses.replace(
+            ability,
+            safety=safety,
+            safety_reason=f"overridden at {where}: {safety.value} (was {ability.safety or 'unclassified'})",
+        )
+
+
 def _add_abilities(abilities: Iterable[Ability], result: LoadResult, kind: str) -> None:
     lib, errors = result.library, result.errors
     for ability in abilities:
@@ -175,6 +237,7 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
         result.files += 1
         with result.errors.capture():
             _load_file(path, result)
+    apply_overrides(result, result.overrides)
     result.skips.extend(ability_skips(result.library))
     result.library.add_defaults()
     return result

@@ -183,6 +183,9 @@ class Ability:
     requirements: tuple[Requirement, ...] = ()
     buckets: tuple[str, ...] = ()
     safety: Safety | None = None
+    # Why the ability has its class: imported content is classified (assay.content's safety classifier,
+    # by technique and command patterns) or overridden by the user; Assay's own content says it in YAML.
+    safety_reason: str = ""
     access: Mapping[str, Any] = field(default_factory=dict)
     plugin: str = ""
     additional_info: Mapping[str, Any] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from assay.emulation._linking import (
     parse_variable,
     prerequisite_failure,
     render,
+    safety_refusal,
     variables,
     with_prerequisites,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "planner_class",
     "prerequisite_failure",
     "render",
+    "safety_refusal",
     "seed",
     "unmet",
     "variables",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from assay.content import Ability, Executor, Privilege
+from assay.content import Ability, Executor, Privilege, Safety
 from assay.emulation._facts import FactBase, allowed
 from assay.emulation._model import Agent, Fact, Link, OriginType, SkipReason
 from assay.emulation._requirements import unmet
@@ -386,6 +386,34 @@ def _argument_values(ability: Ability, base: FactBase) -> dict[str, str]:
     return out
 
 
+def safety_refusal(ability: Ability, max_safety: Safety, sandbox: bool, agent: Agent) -> str | None:
+    """Why ``ability`` may not run on ``agent`` (a ``sandbox: ...`` or ``safety: ...`` reason), or None.
+
+    ``safe`` runs anywhere; ``disruptive`` in the sandbox, or on the host when the operation opts in
+    (``max_safety`` disruptive or above: ``--allow disruptive``); ``destructive`` only in the sandbox,
+    whatever ``max_safety`` says. Content without a class counts as destructive. A sandboxed operation
+    runs only on sandboxed agents: its abilities were allowed because the sandbox contains them.
+    """
+    if sandbox and not agent.sandbox:
+        return (
+            f"sandbox: the operation runs in the sandbox and agent {agent.paw} is not sandboxed "
+            "(its profile names no sandbox)"
+        )
+    cls = ability.safety or Safety.DESTRUCTIVE
+    label = ability.safety.value if ability.safety else "unclassified (treated as destructive)"
+    why = f" ({ability.safety_reason})" if ability.safety_reason else ""
+    if sandbox or cls is Safety.SAFE:
+        return None
+    if cls is Safety.DESTRUCTIVE:
+        return f"safety: ability is {label}{why}; destructive abilities run only in the sandbox (--sandbox)"
+    if not max_safety.allows(cls):
+        return (
+            f"safety: ability is {label}{why}; the operation runs only {max_safety.value} and safer on the "
+            "host (opt in with --allow disruptive / max_safety, or run it in the sandbox)"
+        )
+    return None
+
+
 def generate(op: Operation, agent: Agent, ability_id: str) -> list[Run] | Skip:
     """Every new link ``ability_id`` can make on ``agent`` now, best score first, or why it cannot run.
 
@@ -396,16 +424,9 @@ def generate(op: Operation, agent: Agent, ability_id: str) -> list[Run] | Skip:
         return Skip(agent.paw, ability_id, None, SkipReason.OTHER, f"ability {ability_id} is not loaded")
     if not agent.trusted:
         return Skip(agent.paw, ability_id, ability, SkipReason.UNTRUSTED, "agent is untrusted")
-    if not op.max_safety.allows(ability.safety):
-        label = ability.safety.value if ability.safety else "unclassified (treated as destructive)"
-        return Skip(
-            agent.paw,
-            ability_id,
-            ability,
-            SkipReason.OTHER,
-            f"safety: ability is {label}; the operation runs only {op.max_safety.value} and safer "
-            "(opt in with max_safety)",
-        )
+    refused = safety_refusal(ability, op.max_safety, op.sandbox, agent)
+    if refused is not None:
+        return Skip(agent.paw, ability_id, ability, SkipReason.OTHER, refused)
     if ability.privilege is Privilege.ELEVATED and agent.privilege is not Privilege.ELEVATED:
         return Skip(agent.paw, ability_id, ability, SkipReason.PRIVILEGE, "needs Elevated, agent is User")
     chosen = choose_executor(ability, agent)

@@ -150,6 +150,9 @@ class Agent:
     trusted: bool = True
     created_at: float = 0.0
     last_seen: float = 0.0
+    # The id of the sandbox the agent runs in (its profile says), None when it runs on the host. A sandboxed
+    # operation plans links only for sandboxed agents.
+    sandbox: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,9 @@ class Operation:
     jitter: tuple[int, int] = (0, 0)
     visibility: int = 50
     max_safety: Safety = Safety.SAFE
+    # Runs in the sandbox (`--sandbox`): only on sandboxed agents, and then abilities of every class may run
+    # (the sandbox contains them); on the host, `max_safety` decides and destructive never runs.
+    sandbox: bool = False
     source_id: str = BASIC_SOURCE_ID
     rules: tuple[FactRule, ...] = ()
     adjustments: tuple[Adjustment, ...] = ()

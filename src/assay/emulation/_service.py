@@ -93,6 +93,7 @@ class OperationSettings:
     visibility: int = 50
     source_id: str | None = None
     max_safety: Safety = Safety.SAFE
+    sandbox: bool = False
     state: str = "running"
     facts: Sequence[tuple[str, str, int]] = ()  # (trait, value, score) given with the operation itself
     link_grace: float = 30.0
@@ -343,6 +344,7 @@ class OperationService:
                 jitter=opts.jitter,
                 visibility=opts.visibility,
                 max_safety=opts.max_safety,
+                sandbox=opts.sandbox,
                 source_id=source_id,
                 rules=source.rules if source else (),
                 adjustments=source.adjustments if source else (),

@@ -7,12 +7,14 @@
 
 from assay.storage._c2 import C2Records
 from assay.storage._database import Database, normalize_url, sqlite_url
+from assay.storage._rounds import RoundRecord
 from assay.storage._store import OperationRecord, Store
 
 __all__ = [
     "C2Records",
     "Database",
     "OperationRecord",
+    "RoundRecord",
     "Store",
     "normalize_url",
     "sqlite_url",

@@ -80,6 +80,7 @@ def operation_row(op: Operation) -> OperationRow:
         obfuscator=op.obfuscator,
         visibility=op.visibility,
         max_safety=op.max_safety.value,
+        sandbox=op.sandbox,
         source_id=op.source_id,
         cleanup_deadline=op.cleanup_deadline,
         adversary=adversary_dict(op.adversary),
@@ -226,6 +227,7 @@ def _operation(
         jitter=(int(jitter[0]), int(jitter[1])),
         visibility=row.visibility,
         max_safety=Safety(row.max_safety),
+        sandbox=bool(row.sandbox),
         source_id=row.source_id,
         rules=tuple(
             FactRule(RuleAction(r["action"]), r["trait"], r["match"]) for r in settings.get("rules", [])

@@ -51,6 +51,8 @@ class AgentRow(Base):
     key_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Double)
     last_seen: Mapped[float] = mapped_column(Double)
+    # 0006_rounds: the id of the sandbox the agent runs in (from its profile), None on the host.
+    sandbox: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OperationRow(Base):
@@ -77,6 +79,8 @@ class OperationRow(Base):
     cleanup_deadline: Mapped[float | None] = mapped_column(Double, nullable=True)
     adversary: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
     settings: Mapped[dict[str, Any] | None] = mapped_column(JsonType, nullable=True)
+    # 0006_rounds: a sandboxed operation runs only on sandboxed agents, and may run what the host may not.
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class LinkRow(Base):

@@ -29,6 +29,7 @@ from assay.events import Alert, Event, alert_from_dict, alert_to_dict, event_fro
 from assay.storage._database import Database
 from assay.storage._facts import FactRow, RelationshipRow
 from assay.storage._operations import EmulationRepository, fact_row, operation_row, relationship_row
+from assay.storage._rounds import RoundRepository
 from assay.storage._schema import (
     AgentRow,
     AlertRow,
@@ -124,6 +125,7 @@ _AGENT_FIELDS = [
     "trusted",
     "created_at",
     "last_seen",
+    "sandbox",
 ]
 
 
@@ -186,7 +188,7 @@ def result_row(result: Result, paw: str, received_at: float, *, accepted: bool) 
     return ResultRow(link_id=result.link_id, paw=paw, received_at=received_at, accepted=accepted, data=data)
 
 
-class Store(EmulationRepository):
+class Store(EmulationRepository, RoundRepository):
     """The repositories, over one :class:`Database`. Thread-safe: each call uses its own session."""
 
     def __init__(self, database: Database) -> None:

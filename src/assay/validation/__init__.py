@@ -6,32 +6,56 @@ those from storage (or files) and renders the result.
 """
 
 from assay.validation._attribution import CLOCK_SLACK, Lineage, attribute, resolve_roots
-from assay.validation._classify import LinkResult, TechniqueResult, classify_link, is_mapped, rollup
+from assay.validation._baseline import (
+    BASELINE_VERSION,
+    BaselineReport,
+    RuleRate,
+    StepSummary,
+    baseline_report,
+)
+from assay.validation._classify import (
+    LinkResult,
+    TechniqueResult,
+    classify_link,
+    is_mapped,
+    not_executed_reason,
+    rollup,
+)
 from assay.validation._compare import RoundDelta, TechniqueChange, compare
 from assay.validation._inputs import RoundStore, StoredLink, link_record, round_inputs
-from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, Outcome, status_name
+from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, NotRun, Outcome, status_name
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
+from assay.validation._rounds import alert_links, digest_files
 
 __all__ = [
+    "BASELINE_VERSION",
     "CLOCK_SLACK",
     "REPORT_VERSION",
     "TECHNIQUE_PRECEDENCE",
+    "BaselineReport",
     "Lineage",
     "LinkRecord",
     "LinkResult",
+    "NotRun",
     "Outcome",
     "RoundDelta",
     "RoundReport",
     "RoundStore",
+    "RuleRate",
+    "StepSummary",
     "StoredLink",
     "Summary",
     "TechniqueChange",
     "TechniqueResult",
+    "alert_links",
     "attribute",
+    "baseline_report",
     "classify_link",
     "compare",
+    "digest_files",
     "is_mapped",
     "link_record",
+    "not_executed_reason",
     "resolve_roots",
     "rollup",
     "round_inputs",

@@ -6,12 +6,18 @@ lineage of any event that triggered it (a correlation spans several processes).
 
 Identity is pid plus start time (an entity id), never the pid alone: pids are reused, and a short link on a
 busy host can share its pid with an unrelated process minutes later.
+
+Across a pid namespace (an agent in ``assay.sandbox``): the agent reports the pid it sees, its namespace pid.
+Start ticks are boot-relative and the same inside and outside, and the sensor reports every process of a
+non-host pid namespace with ``process.ns_pid`` beside its host pid. So the root is the host entity whose
+events say (namespace pid, start ticks) = the link's (pid, start ticks), and ``process.entity_id`` keeps
+meaning host pid:start ticks everywhere.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from assay.events import Action, Alert, Event
@@ -39,16 +45,37 @@ def _alert_lineages(alert: Alert) -> set[str]:
     return ids
 
 
+def _entities(events: Sequence[Event]) -> tuple[set[str], dict[tuple[int, int], str]]:
+    """Entity ids seen, and (namespace pid, start ticks) → host entity id for processes in a pid namespace."""
+    seen: set[str] = set()
+    by_ns_pid: dict[tuple[int, int], str] = {}
+    for ev in events:
+        eid = ev.entity_id
+        if not eid:
+            continue
+        seen.add(eid)
+        ns_pid = ev.get("process.ns_pid")
+        if isinstance(ns_pid, int) and ns_pid != ev.pid:
+            ticks = eid.rpartition(":")[2]
+            if ticks.isdigit():
+                by_ns_pid.setdefault((ns_pid, int(ticks)), eid)
+    return seen, by_ns_pid
+
+
 def resolve_roots(links: Sequence[LinkRecord], events: Sequence[Event]) -> dict[str, str | None]:
-    """Link id → root entity id.
+    """Link id → root entity id (a host entity id, also for links run inside a pid namespace).
 
     Assay's agent reports the start ticks, so the root is exact. For a pid-only link, the root is the entity
     with that pid whose first event falls inside the link's run (with :data:`CLOCK_SLACK`).
     """
     roots: dict[str, str | None] = {}
     pending: dict[int, list[LinkRecord]] = defaultdict(list)
+    host_entities, by_ns_pid = _entities(events)
     for link in links:
         exact = link.root_entity_id
+        if exact is not None and exact not in host_entities and link.start_ticks is not None:
+            # Not a host process the sensor saw: a pid reported from inside a pid namespace (see module doc).
+            exact = by_ns_pid.get((link.pid or 0, link.start_ticks), exact)
         roots[link.link_id] = exact
         if exact is None and link.pid and link.pid > 0 and link.window is not None:
             pending[link.pid].append(link)
@@ -81,12 +108,16 @@ def _overlaps(loss: Event, window: tuple[float, float] | None, host: str | None)
 
 
 def attribute(
-    links: Sequence[LinkRecord], events: Iterable[Event], alerts: Iterable[Alert]
+    links: Sequence[LinkRecord],
+    events: Iterable[Event],
+    alerts: Iterable[Alert],
+    alert_links: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, Lineage], list[Alert]]:
     """Return each link's lineage (keyed by link id) and the alerts no link explains.
 
     Cleanup links take part: an alert raised by a cleanup command is explained (by the cleanup), not a
-    false-positive candidate.
+    false-positive candidate. An alert named in ``alert_links`` (a stored attribution) goes to the links it
+    names that are in this round, whatever its lineage says; the others are attributed by lineage.
     """
     event_list = list(events)
     roots = resolve_roots(links, event_list)
@@ -106,8 +137,17 @@ def attribute(
             for link_id in by_root.get(eid, ()):
                 out[link_id].events.append(ev)
     unexplained: list[Alert] = []
+    stored = alert_links or {}
     for alert in alerts:
         hit = False
+        if alert.id in stored:
+            for link_id in dict.fromkeys(stored[alert.id]):
+                if link_id in out:
+                    out[link_id].alerts.append(alert)
+                    hit = True
+            if not hit:
+                unexplained.append(alert)
+            continue
         for eid in _alert_lineages(alert):
             for link_id in by_root.get(eid, ()):
                 out[link_id].alerts.append(alert)

@@ -14,9 +14,12 @@ from assay import attack
 from assay.events import Action, Alert, Event
 from assay.validation._attribution import Lineage
 from assay.validation._records import (
+    STATUS_ERROR,
     STATUS_SUCCESS,
+    STATUS_TIMEOUT,
     TECHNIQUE_PRECEDENCE,
     LinkRecord,
+    NotRun,
     Outcome,
     status_name,
 )
@@ -35,6 +38,7 @@ class LinkResult:
     usable_events: int
     alerts: list[Alert] = field(default_factory=list)
     exact: bool = False  # an unsuppressed alert carries this link's technique (or its parent/sub-technique)
+    reason_code: NotRun | None = None  # set for not_executed links: why, as a code
 
 
 def techniques_related(a: str, b: str) -> bool:
@@ -72,11 +76,54 @@ def _describe(events: list[Event], limit: int = 4) -> str:
     return text
 
 
-def _not_executed_reason(link: LinkRecord) -> str | None:
+# Caldera's skip reason ids (emulation's SkipReason) → the report's code.
+_SKIP_CODES = {
+    0: NotRun.PLATFORM,
+    1: NotRun.EXECUTOR,
+    2: NotRun.PRIVILEGE,
+    3: NotRun.MISSING_FACTS,
+    4: NotRun.IGNORED,
+    5: NotRun.UNTRUSTED,
+}
+# Skips recorded as "other" (7) carry their kind as the reason's first word.
+_SKIP_PREFIXES = {
+    "prerequisite": NotRun.PREREQUISITE,
+    "safety": NotRun.SAFETY,
+    "sandbox": NotRun.SANDBOX,
+}
+_STATUS_CODES = {
+    STATUS_ERROR: NotRun.FAILED_COMMAND,
+    STATUS_TIMEOUT: NotRun.TIMEOUT,
+    -3: NotRun.NOT_FINISHED,
+    -1: NotRun.NOT_FINISHED,
+    -4: NotRun.UNTRUSTED,
+    -5: NotRun.IGNORED,
+    -2: NotRun.IGNORED,
+}
+
+
+def _skip_code(link: LinkRecord) -> NotRun:
+    prefix = (link.skip_reason or "").split(":", 1)[0].strip().lower()
+    if prefix in _SKIP_PREFIXES:
+        return _SKIP_PREFIXES[prefix]
+    if link.skip_reason_id is not None and link.skip_reason_id in _SKIP_CODES:
+        return _SKIP_CODES[link.skip_reason_id]
+    text = (link.skip_reason or "").lower()
+    if "privilege" in text or "elevated" in text:
+        return NotRun.PRIVILEGE
+    if "platform" in text:
+        return NotRun.PLATFORM
+    if "no facts" in text or "fact" in text:
+        return NotRun.MISSING_FACTS
+    return NotRun.OTHER
+
+
+def not_executed_reason(link: LinkRecord) -> tuple[NotRun, str] | None:
+    """Why the link did not run (a code and a sentence), or None when it ran and can be attributed."""
     if link.skip_reason:
-        return f"skipped: {link.skip_reason}"
+        return _skip_code(link), f"skipped: {link.skip_reason}"
     if link.status is None:
-        return "never ran"
+        return NotRun.NOT_FINISHED, "never ran"
     if link.status != STATUS_SUCCESS:
         detail = status_name(link.status)
         if link.exit_code not in (None, 0):
@@ -84,9 +131,9 @@ def _not_executed_reason(link: LinkRecord) -> str | None:
         first = link.stderr.strip().splitlines()[:1]
         if first:
             detail += f": {first[0][:160]}"
-        return detail
+        return _STATUS_CODES.get(link.status, NotRun.OTHER), detail
     if link.pid is None or link.pid <= 0:
-        return "the agent reported no process id, so nothing can be attributed"
+        return NotRun.NO_PID, "the agent reported no process id, so nothing can be attributed"
     return None
 
 
@@ -98,7 +145,7 @@ def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collecti
     suppressed = [a for a in lineage.alerts if a.suppressed]
     exact = any(techniques_related(t, link.technique_id) for a in fired for t in a.techniques)
 
-    def result(outcome: Outcome, reason: str) -> LinkResult:
+    def result(outcome: Outcome, reason: str, code: NotRun | None = None) -> LinkResult:
         return LinkResult(
             link=link,
             outcome=outcome,
@@ -107,12 +154,13 @@ def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collecti
             events_seen=len(events),
             usable_events=len(usable),
             alerts=list(lineage.alerts),
-            exact=exact,
+            exact=exact and outcome == Outcome.DETECTED,
+            reason_code=code,
         )
 
-    not_run = _not_executed_reason(link)
+    not_run = not_executed_reason(link)
     if not_run is not None:
-        return result(Outcome.NOT_EXECUTED, not_run)
+        return result(Outcome.NOT_EXECUTED, not_run[1], not_run[0])
     if fired:
         rules = sorted({f"{a.rule_id} ({a.title})" for a in fired})
         how = "" if exact else f"; no alert carries {link.technique_id}, so the match is not exact"
@@ -157,10 +205,24 @@ class TechniqueResult:
 
     @property
     def reason(self) -> str:
-        for link in self.links:
-            if link.outcome == self.outcome:
-                return link.reason
-        return ""
+        chosen = self.chosen
+        return chosen.reason if chosen else ""
+
+    @property
+    def chosen(self) -> LinkResult | None:
+        """The link the technique's outcome comes from (an exact detection first, when there is one)."""
+        same = [lk for lk in self.links if lk.outcome == self.outcome]
+        return next((lk for lk in same if lk.exact), same[0] if same else None)
+
+    @property
+    def exact(self) -> bool:
+        """Detected by an alert that carries this technique (or its parent or a sub-technique)."""
+        return any(lk.exact for lk in self.links)
+
+    @property
+    def reason_code(self) -> NotRun | None:
+        chosen = self.chosen
+        return chosen.reason_code if chosen else None
 
 
 def _technique_name(tid: str) -> str:

@@ -13,7 +13,15 @@ from typing import Any
 from assay.errors import AttributionError
 from assay.validation._records import Outcome
 
-_SUMMARY_KEYS = ("mapped", "in_profile", "executed", "testable", "detected")
+_SUMMARY_KEYS = (
+    "mapped",
+    "in_profile",
+    "executed",
+    "testable",
+    "detected",
+    "detected_exact",
+    "detected_unmapped",
+)
 _RATE_KEYS = ("detection_rate_testable", "detection_rate_executed")
 
 
@@ -44,12 +52,29 @@ class RoundDelta:
 
     @property
     def regressions(self) -> list[TechniqueChange]:
+        """Detected in the previous round, not in this one (whatever it is now, not_executed included)."""
         return [c for c in self.changes if c.kind == "no_longer_detected"]
+
+    @property
+    def newly_detected(self) -> list[TechniqueChange]:
+        return [c for c in self.changes if c.kind == "now_detected"]
+
+    @property
+    def newly_failing(self) -> list[TechniqueChange]:
+        """Ran in the previous round (any outcome but not_executed), does not run in this one."""
+        return [
+            c
+            for c in self.changes
+            if c.before not in (None, Outcome.NOT_EXECUTED) and c.after == Outcome.NOT_EXECUTED
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "previous": self.previous,
             "summary": self.summary,
+            "regressions": [c.technique_id for c in self.regressions],
+            "newly_detected": [c.technique_id for c in self.newly_detected],
+            "newly_failing": [c.technique_id for c in self.newly_failing],
             "changes": [
                 {"technique_id": c.technique_id, "before": c.before, "after": c.after, "kind": c.kind}
                 for c in self.changes
@@ -81,4 +106,5 @@ def compare(previous: Mapping[str, Any], current: Mapping[str, Any]) -> RoundDel
         if key in prev_s and key in cur_s:
             summary[key] = round(float(cur_s[key]) - float(prev_s[key]), 4)
     prev_meta = previous.get("meta") or {}
-    return RoundDelta(previous=prev_meta.get("operation_id"), summary=summary, changes=changes)
+    name = prev_meta.get("round_id") or prev_meta.get("operation_id")
+    return RoundDelta(previous=name, summary=summary, changes=changes)

@@ -71,6 +71,9 @@ class StoredLink(Protocol):
     @property
     def stderr(self) -> str: ...
 
+    @property
+    def skip_reason_id(self) -> int | None: ...
+
 
 class RoundStore(Protocol):
     def links(self, operation_id: str) -> Sequence[StoredLink]: ...
@@ -100,6 +103,7 @@ def link_record(link: StoredLink) -> LinkRecord:
         cleanup=link.cleanup,
         skip_reason=link.skip_reason,
         stderr=link.stderr,
+        skip_reason_id=None if link.skip_reason_id is None else int(link.skip_reason_id),
     )
 
 

@@ -17,6 +17,26 @@ class Outcome(StrEnum):
     NOT_EXECUTED = "not_executed"
 
 
+class NotRun(StrEnum):
+    """Why a link is ``not_executed``, as a code a report can be filtered and counted by (the text beside it
+    says the rest)."""
+
+    PLATFORM = "platform"  # no executor for the agent's platform
+    EXECUTOR = "executor"  # the agent has none of the ability's executors
+    PRIVILEGE = "privilege"  # needs root, the agent is a user
+    MISSING_FACTS = "missing_facts"  # a variable no fact could fill, or a requirement never met
+    PREREQUISITE = "prerequisite"  # an Atomic prerequisite unmet (or needing the network to get)
+    SAFETY = "safety"  # the ability's class may not run here (see its safety reason)
+    SANDBOX = "sandbox"  # a sandboxed operation and an agent outside the sandbox
+    UNTRUSTED = "untrusted"  # the agent was untrusted
+    FAILED_COMMAND = "failed_command"  # it ran and exited non-zero
+    TIMEOUT = "timeout"  # no result within its timeout
+    NOT_FINISHED = "not_finished"  # queued, delivered or paused, never finished
+    IGNORED = "ignored"  # above the operation's visibility, or discarded by the user
+    NO_PID = "no_pid"  # it ran, but the agent reported no process to attribute telemetry to
+    OTHER = "other"
+
+
 # When a technique ran through several links, the most informative outcome wins.
 TECHNIQUE_PRECEDENCE: tuple[Outcome, ...] = (
     Outcome.DETECTED,
@@ -75,6 +95,7 @@ class LinkRecord:
     cleanup: bool = False
     skip_reason: str | None = None
     stderr: str = ""
+    skip_reason_id: int | None = None  # Caldera's reason id of a skip (emulation's SkipReason)
 
     @property
     def root_entity_id(self) -> str | None:

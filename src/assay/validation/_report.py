@@ -1,19 +1,22 @@
 """The round report: the validation table a detection engineer wants, and `assay-report.json`.
 
-Summary definitions (the figures published Caldera validations report):
+Summary definitions. Every count is a subset of the count it is a rate of:
 
 - ``mapped``: techniques carried by the loaded, supported rules;
 - ``in_profile``: techniques of the adversary's abilities;
 - ``executed``: techniques with at least one link that actually ran (outcome other than ``not_executed``);
 - ``testable``: executed techniques that are also mapped (a rule claims them, or their parent);
-- ``detected``: techniques with a ``detected`` outcome;
-- ``detection_rate_testable`` = detected ∩ testable / testable; ``detection_rate_executed`` = detected /
-  executed.
+- ``detected``: testable techniques with a ``detected`` outcome (detected ⊆ testable);
+- ``detected_exact``: of those, the ones an alert carrying the technique itself detected;
+- ``detected_unmapped``: executed techniques no rule claims that were detected anyway, by a rule written for
+  another technique (the alert is real, the mapping is not; not testable, so never in ``detected``);
+- ``detection_rate_testable`` = detected / testable; ``detection_rate_executed`` = (detected +
+  detected_unmapped) / executed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,7 @@ from assay.validation._attribution import attribute
 from assay.validation._classify import LinkResult, TechniqueResult, classify_link, rollup
 from assay.validation._records import LinkRecord, Outcome
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: detected ⊆ testable, detected_exact, detected_unmapped, reason codes
 
 
 @dataclass
@@ -34,6 +37,21 @@ class Summary:
     detected: int
     detection_rate_testable: float
     detection_rate_executed: float
+    detected_exact: int = 0
+    detected_unmapped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mapped": self.mapped,
+            "in_profile": self.in_profile,
+            "executed": self.executed,
+            "testable": self.testable,
+            "detected": self.detected,
+            "detected_exact": self.detected_exact,
+            "detected_unmapped": self.detected_unmapped,
+            "detection_rate_testable": self.detection_rate_testable,
+            "detection_rate_executed": self.detection_rate_executed,
+        }
 
 
 @dataclass
@@ -56,15 +74,7 @@ class RoundReport:
         return {
             "version": REPORT_VERSION,
             "meta": self.meta,
-            "summary": {
-                "mapped": self.summary.mapped,
-                "in_profile": self.summary.in_profile,
-                "executed": self.summary.executed,
-                "testable": self.summary.testable,
-                "detected": self.summary.detected,
-                "detection_rate_testable": self.summary.detection_rate_testable,
-                "detection_rate_executed": self.summary.detection_rate_executed,
-            },
+            "summary": self.summary.to_dict(),
             "techniques": [
                 {
                     "technique_id": t.technique_id,
@@ -72,7 +82,9 @@ class RoundReport:
                     "tactic": t.tactic,
                     "outcome": str(t.outcome),
                     "reason": t.reason,
+                    "reason_code": None if t.reason_code is None else str(t.reason_code),
                     "mapped": t.mapped,
+                    "exact": t.exact,
                     "links": [r.link.link_id for r in t.links],
                 }
                 for t in self.techniques
@@ -102,6 +114,7 @@ def _link_dict(r: LinkResult) -> dict[str, Any]:
         "finished": format_timestamp(link.finished) if link.finished is not None else None,
         "outcome": str(r.outcome),
         "reason": r.reason,
+        "reason_code": None if r.reason_code is None else str(r.reason_code),
         "exact": r.exact,
         "alerts": [
             {
@@ -132,14 +145,17 @@ def validate(
     consumed_actions: Collection[str],
     profile_techniques: Collection[str] | None = None,
     meta: dict[str, Any] | None = None,
+    alert_links: Mapping[str, Sequence[str]] | None = None,
 ) -> RoundReport:
     """Classify every link of a round and roll the outcomes up per technique.
 
     ``events`` and ``alerts`` are those recorded while the round ran, on the hosts it ran on; they may
-    include unrelated activity (it is simply not attributed).
+    include unrelated activity (it is simply not attributed). ``alert_links`` (alert id → link ids, as a
+    stored round keeps them) attributes those alerts as stored instead of by lineage: re-scoring a round
+    keeps the attribution it was scored with.
     """
     event_list = list(events)
-    lineages, unexplained = attribute(links, event_list, alerts)
+    lineages, unexplained = attribute(links, event_list, alerts, alert_links)
     results = [classify_link(link, lineages[link.link_id], consumed_actions) for link in links]
     main = [r for r in results if not r.link.cleanup]
     cleanup = [r for r in results if r.link.cleanup]
@@ -149,7 +165,10 @@ def validate(
     profile = {t.technique_id for t in techniques} if profile_techniques is None else set(profile_techniques)
     executed = {t.technique_id for t in techniques if t.outcome != Outcome.NOT_EXECUTED}
     testable = {t.technique_id for t in techniques if t.technique_id in executed and t.mapped}
-    detected = {t.technique_id for t in techniques if t.outcome == Outcome.DETECTED}
+    detected_any = {t.technique_id for t in techniques if t.outcome == Outcome.DETECTED}
+    detected = detected_any & testable
+    exact = {t.technique_id for t in techniques if t.exact} & detected
+    unmapped = detected_any - testable
     validated_families = executed | {tid.split(".")[0] for tid in executed}
     dropped = sum(int(ev.get("loss.count", 0)) for ev in event_list if ev.action == "loss")
 
@@ -160,8 +179,10 @@ def validate(
             executed=len(executed),
             testable=len(testable),
             detected=len(detected),
-            detection_rate_testable=_rate(len(detected & testable), len(testable)),
-            detection_rate_executed=_rate(len(detected), len(executed)),
+            detection_rate_testable=_rate(len(detected), len(testable)),
+            detection_rate_executed=_rate(len(detected_any), len(executed)),
+            detected_exact=len(exact),
+            detected_unmapped=len(unmapped),
         ),
         techniques=techniques,
         links=main,

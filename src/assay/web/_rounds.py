@@ -1,0 +1,259 @@
+"""Rounds as the UI shows them: the list, one round's report, the ATT&CK matrix, a technique's drill-down and
+the comparison of two rounds.
+
+Every round page reads the report through :func:`round_report`, the same function behind ``GET
+/api/v2/rounds/{id}``, so the page and the API cannot disagree. Everything here returns plain dicts: the
+HTML pages render them and the JSON twins (``/api/v2/ui/rounds/...``) return them as they are.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException
+
+from assay.attack import TACTIC_ORDER
+from assay.events import format_timestamp
+from assay.validation import compare
+
+if TYPE_CHECKING:
+    from assay.api import ServerState
+
+OUTCOMES = (
+    "detected",
+    "missed_suppressed",
+    "missed_no_rule",
+    "missed_no_telemetry",
+    "inconclusive",
+    "not_executed",
+)
+EVENTS_SHOWN = 200  # per link in a drill-down; the count says how many there were
+
+
+class RuleEngine:
+    """The server's detection rules, compiled on first use (it takes a moment; most pages never need them)."""
+
+    def __init__(self) -> None:
+        self._engine: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._engine is None:
+                from assay.detection import Engine, builtin_rule_paths
+
+                self._engine = Engine.load(rule_paths=builtin_rule_paths())
+            return self._engine
+
+
+class ReportCache:
+    """Reports of finished rounds, which do not change once the sensor's last batch is in: keyed by round id
+    and the number of events stored, so a late batch makes a fresh report."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._items: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, int], report: dict[str, Any]) -> None:
+        with self._lock:
+            self._items[key] = report
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class Rounds:
+    def __init__(self, st: ServerState) -> None:
+        self.st = st
+        self.rules = RuleEngine()
+        self.cache = ReportCache()
+
+    # -- the two reads the rest stands on ------------------------------------------------------------------
+    def round_list(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Rounds, oldest first, in the shape of ``GET /api/v2/rounds``."""
+        store = self.st.store
+        out = []
+        for record in store.operations()[-limit:]:
+            links = store.links(record.id)
+            out.append(
+                {
+                    "id": record.id,
+                    "operation_id": record.id,
+                    "name": record.name,
+                    "state": str(record.state),
+                    "adversary_id": record.adversary_id,
+                    "started_at": record.created_at,
+                    "finished_at": record.finished_at,
+                    "agents": list(record.agents),
+                    "links": sum(1 for lk in links if not lk.cleanup),
+                    "techniques": sorted({lk.technique_id for lk in links if lk.technique_id}),
+                }
+            )
+        return out
+
+    def round_report(self, round_id: str) -> dict[str, Any]:
+        """The report of one round, as ``GET /api/v2/rounds/{id}`` returns it."""
+        from assay.validation import round_inputs, validate
+
+        store = self.st.store
+        record = store.operation(round_id)
+        if record is None:
+            raise HTTPException(404, detail=f"no round (operation) {round_id[:64]!r}")
+        finished = record.finished_at is not None
+        key = (round_id, int(self.st.records.telemetry_summary().get("events", 0)))
+        if finished and (cached := self.cache.get(key)) is not None:
+            return cached
+        engine = self.rules.get()
+        links, events, alerts = round_inputs(store, round_id)
+        report = validate(
+            links,
+            events,
+            alerts,
+            mapped_techniques=engine.mapped_techniques,
+            consumed_actions=engine.consumed_actions,
+            meta={"operation_id": round_id, "name": record.name, "state": str(record.state)},
+        ).to_dict()
+        if finished:
+            self.cache.put(key, report)
+        return report
+
+    # -- what the pages show -------------------------------------------------------------------------------
+    def finished_rounds(self) -> list[dict[str, Any]]:
+        return [r for r in self.round_list() if r["finished_at"] is not None and r["links"]]
+
+    def latest_pair(self) -> dict[str, Any]:
+        """The newest finished round's detection rates beside the one before it (the dashboard's figure)."""
+        done = self.finished_rounds()
+        out: dict[str, Any] = {"latest": None, "previous": None, "delta": None}
+        if done:
+            out["latest"] = _headline(done[-1], self.round_report(done[-1]["id"]))
+        if len(done) > 1:
+            out["previous"] = _headline(done[-2], self.round_report(done[-2]["id"]))
+            out["delta"] = round(
+                out["latest"]["detection_rate_testable"] - out["previous"]["detection_rate_testable"], 4
+            )
+        return out
+
+    def round_page(self, round_id: str) -> dict[str, Any]:
+        """One round: its report, the outcome counts, the matrix, and the rounds it can be compared with."""
+        report = self.round_report(round_id)
+        rounds = self.round_list()
+        earlier = []
+        for r in rounds:
+            if r["id"] == round_id:
+                break
+            if r["finished_at"] is not None and r["links"]:
+                earlier.append({"id": r["id"], "name": r["name"], "started_at": r["started_at"]})
+        record = next((r for r in rounds if r["id"] == round_id), None)
+        return {
+            "id": round_id,
+            "round": record,
+            "report": report,
+            "outcomes": outcome_counts(report),
+            "matrix": matrix(report),
+            "earlier": list(reversed(earlier)),
+            "downloads": [],
+        }
+
+    def technique_page(self, round_id: str, technique_id: str) -> dict[str, Any]:
+        """What ran for one technique, what the sensor saw of each link's process tree, which rule fired, or
+        why none did."""
+        from assay.validation import attribute, round_inputs
+
+        report = self.round_report(round_id)
+        tech = next((t for t in report["techniques"] if t["technique_id"] == technique_id), None)
+        if tech is None:
+            raise HTTPException(404, detail=f"technique {technique_id[:32]!r} is not in round {round_id}")
+        ids = set(tech["links"])
+        links = [lk for lk in report["links"] if lk["link_id"] in ids]
+        records, events, alerts = round_inputs(self.st.store, round_id)
+        lineages, _ = attribute(records, events, alerts)
+        shown = []
+        for lk in links:
+            lineage = lineages.get(lk["link_id"])
+            evs = lineage.events if lineage is not None else []
+            actions = Counter(ev.action for ev in evs)
+            shown.append(
+                {
+                    **lk,
+                    "events_total": len(evs),
+                    "actions": dict(actions.most_common()),
+                    "events": [_event_row(ev) for ev in evs[:EVENTS_SHOWN]],
+                }
+            )
+        return {"round_id": round_id, "technique": tech, "links": shown}
+
+    def comparison(self, round_id: str, other_id: str) -> dict[str, Any]:
+        """This round against an earlier one: summary deltas and every technique whose outcome changed."""
+        current = self.round_report(round_id)
+        previous = self.round_report(other_id)
+        delta = compare(previous, current).to_dict()
+        return {
+            "round_id": round_id,
+            "other_id": other_id,
+            "summary_now": current["summary"],
+            "summary_then": previous["summary"],
+            "summary": delta["summary"],  # this round's figures minus the earlier one's
+            "changes": delta["changes"],
+        }
+
+
+def _headline(record: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    s = report["summary"]
+    return {
+        "id": record["id"],
+        "name": record["name"],
+        "finished_at": record["finished_at"],
+        "detected": s["detected"],
+        "testable": s["testable"],
+        "executed": s["executed"],
+        "detection_rate_testable": s["detection_rate_testable"],
+        "detection_rate_executed": s["detection_rate_executed"],
+    }
+
+
+def outcome_counts(report: dict[str, Any]) -> dict[str, int]:
+    counts = Counter(str(t["outcome"]) for t in report["techniques"])
+    return {o: counts.get(o, 0) for o in OUTCOMES}
+
+
+def matrix(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """ATT&CK tactic columns in kill-chain order, each with the round's techniques and their outcomes."""
+    by_tactic: dict[str, list[dict[str, Any]]] = {}
+    for t in report["techniques"]:
+        by_tactic.setdefault(str(t["tactic"]), []).append(
+            {"technique_id": t["technique_id"], "name": t["name"], "outcome": t["outcome"]}
+        )
+    order = [t for t in TACTIC_ORDER if t in by_tactic] + sorted(set(by_tactic) - set(TACTIC_ORDER))
+    return [
+        {
+            "tactic": tactic,
+            "title": tactic.replace("-", " ").title(),
+            "techniques": sorted(by_tactic[tactic], key=lambda c: c["technique_id"]),
+            "detected": sum(1 for c in by_tactic[tactic] if c["outcome"] == "detected"),
+        }
+        for tactic in order
+    ]
+
+
+def _event_row(ev: Any) -> dict[str, Any]:
+    get = ev.fields.get
+    what = get("file.path") or get("destination.ip") or get("process.command_line") or ""
+    if get("destination.port") is not None and get("destination.ip"):
+        what = f"{get('destination.ip')}:{get('destination.port')}"
+    return {
+        "time": format_timestamp(ev.timestamp),
+        "action": ev.action,
+        "pid": get("process.pid"),
+        "executable": get("process.executable"),
+        "detail": str(what)[:300],
+    }
