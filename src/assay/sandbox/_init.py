@@ -51,9 +51,9 @@ DROPPED_CAPABILITIES = {
     "CAP_SYS_TIME": 25,  # the host's clock
     "CAP_SYS_TTY_CONFIG": 26,  # vhangup of host terminals
     "CAP_MKNOD": 27,  # device nodes for the host's disks
-    # CAP_AUDIT_WRITE (29) stays, as in Docker's default set: sudo, login and su refuse to run when their audit
-    # message is refused (EPERM), so dropping it turned every procedure using sudo into a failed command. A
-    # record it writes carries the sender's real pid and loginuid, so it cannot be passed off as the host's.
+    # CAP_AUDIT_WRITE (29) stays, as in Docker's default set: sudo, login and su refuse to run when
+    # their audit message is refused (EPERM), so dropping it turned every procedure using sudo into a
+    # failed command. A record it writes carries the sender's real pid and loginuid.
     "CAP_AUDIT_CONTROL": 30,  # change or delete audit rules
     "CAP_MAC_OVERRIDE": 32,
     "CAP_MAC_ADMIN": 33,  # LSM policy
