@@ -100,7 +100,10 @@ def _pct(rate: float) -> str:
     return f"{100 * rate:.0f}%"
 
 
-@pytest.mark.xfail(reason="known: after the honest-table merge the rounds page counts detected differently from the API (3 vs 4); the UI must read stored rounds (issue 13)", strict=False)
+@pytest.mark.xfail(
+    reason="known (issue 13): after the merges the live operation page showed alerts_so_far 3 where its API twin said 4; cause not yet found (SSE race or merge)",
+    strict=False,
+)
 def test_a_round_through_the_web_ui(host: dict[str, Any]) -> None:
     server: Server = host["server"]
     shots: Path = host["shots"]
