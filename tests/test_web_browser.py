@@ -101,7 +101,8 @@ def _pct(rate: float) -> str:
 
 
 @pytest.mark.xfail(
-    reason="known (issue 13): after the merges the live operation page showed alerts_so_far 3 where its API twin said 4; cause not yet found (SSE race or merge)",
+    reason="known (issue 13): after the merges the live operation page showed alerts_so_far 3 where its "
+    "API twin said 4; cause not yet found (SSE race or merge)",
     strict=False,
 )
 def test_a_round_through_the_web_ui(host: dict[str, Any]) -> None:
