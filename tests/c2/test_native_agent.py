@@ -127,6 +127,9 @@ def test_agent_rides_out_a_server_restart_and_delivers_the_result_it_held(tmp_pa
             link = wait_for(lambda: [lk for lk in _links(server, op) if lk["delegated_at"]], what="delivery")[
                 0
             ]
+            # `delegated_at` is stored before the reply leaves (a crash must not hand a link out twice), so
+            # the kill waits for the command itself: killed between the two, the agent never gets the link.
+            wait_for(lambda: _descendant_running(agent.pid, b"sleep"), what="the command to start")
             stop(server.process, signal.SIGKILL)  # mid-command: the agent cannot post its result
             time.sleep(3.5)  # the command ends while the server is down
             server = start_server(tmp_path / "data", *args, port=server.port)
@@ -145,6 +148,29 @@ def test_agent_rides_out_a_server_restart_and_delivers_the_result_it_held(tmp_pa
             assert "server unreachable" in _stderr_so_far(agent)
     finally:
         stop(server.process)
+
+
+def _descendant_running(root: int, program: bytes) -> bool:
+    """Whether a process under ``root`` (found through /proc's parent links) runs ``program``."""
+    parents: dict[int, int] = {}
+    argv0: dict[int, bytes] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # the process ended while we looked
+        parents[int(entry.name)] = int(stat.rsplit(b")", 1)[1].split()[1])
+        argv0[int(entry.name)] = Path(cmdline.split(b"\0", 1)[0].decode(errors="replace")).name.encode()
+    for pid, name in argv0.items():
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != root:
+            ancestor = parents.get(ancestor)
+        if ancestor == root and name == program:
+            return True
+    return False
 
 
 def _stderr_so_far(proc: subprocess.Popen[str]) -> str:
