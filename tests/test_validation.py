@@ -163,6 +163,27 @@ def test_pid_reuse_does_not_attribute_another_process() -> None:
     assert [a.rule_id for a in report.unexplained_alerts] == ["rule-T1105"]
 
 
+def test_a_late_event_of_a_detached_child_still_belongs_to_its_link() -> None:
+    # The link's command backgrounds a child (`nohup ... &`) and returns; the child is re-parented to init
+    # and acts after the link's result was in. Attribution follows lineage recorded at fork, not time, so
+    # the late action is the link's; an unrelated process acting at the same moment is not.
+    root = entity_id(280, 6)
+    late = ev(
+        Action.FILE_WRITE,
+        380,
+        7,
+        T0 + 30,  # the link finished at T0 + 1
+        parent=entity_id(1, 1),  # re-parented: only the ancestry recorded at fork leads to the link
+        **{"process.ancestry": [root, AGENT], "file.path": "/tmp/x"},
+    )
+    stranger = ev(Action.FILE_WRITE, 390, 8, T0 + 30, parent=entity_id(1, 1), **{"file.path": "/tmp/x"})
+    alerts = [alert_on(late, "T1053.003"), alert_on(stranger, "T1053.003")]
+    report = run([link("bg", "T1053.003", 280, 6)], [*harness(280, 6), late, stranger], alerts)
+    assert outcome(report, "bg") == Outcome.DETECTED
+    assert report.links[0].exact
+    assert [a.entity_id for a in report.unexplained_alerts] == [entity_id(390, 8)]
+
+
 def test_pid_only_link_from_a_caldera_agent_resolves_by_time() -> None:
     # No start ticks: the root is the pid-240 entity first seen inside the link's run, not the older one.
     old = ev(Action.EXEC, 240, 1, T0 - 500, **{"process.name": "sleep"})
