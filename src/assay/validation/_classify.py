@@ -24,6 +24,8 @@ from assay.validation._records import (
     status_name,
 )
 
+EVIDENCE_SHOWN = 25
+
 # The executor process's own start and end are the harness, not the technique: the agent started it.
 _HARNESS_ACTIONS = frozenset({Action.FORK, Action.EXEC, Action.EXIT})
 
@@ -39,6 +41,9 @@ class LinkResult:
     alerts: list[Alert] = field(default_factory=list)
     exact: bool = False  # an unsuppressed alert carries this link's technique (or its parent/sub-technique)
     reason_code: NotRun | None = None  # set for not_executed links: why, as a code
+    # What the sensor saw of the lineage, for a report's drill-down: the events the rules could use first,
+    # then the rest, at most EVIDENCE_SHOWN, in time order (``events_seen`` says how many there were).
+    evidence: list[Event] = field(default_factory=list)
 
 
 def techniques_related(a: str, b: str) -> bool:
@@ -145,6 +150,10 @@ def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collecti
     suppressed = [a for a in lineage.alerts if a.suppressed]
     exact = any(techniques_related(t, link.technique_id) for a in fired for t in a.techniques)
 
+    used = {id(ev) for ev in usable}
+    rest = [ev for ev in events if ev.action != Action.LOSS and id(ev) not in used]
+    evidence = sorted((usable + rest)[:EVIDENCE_SHOWN], key=lambda ev: ev.timestamp)
+
     def result(outcome: Outcome, reason: str, code: NotRun | None = None) -> LinkResult:
         return LinkResult(
             link=link,
@@ -156,6 +165,7 @@ def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collecti
             alerts=list(lineage.alerts),
             exact=exact and outcome == Outcome.DETECTED,
             reason_code=code,
+            evidence=evidence,
         )
 
     not_run = not_executed_reason(link)

@@ -25,7 +25,8 @@ from assay.validation._attribution import attribute
 from assay.validation._classify import LinkResult, TechniqueResult, classify_link, rollup
 from assay.validation._records import LinkRecord, Outcome
 
-REPORT_VERSION = 2  # 2: detected ⊆ testable, detected_exact, detected_unmapped, reason codes
+# 2: detected ⊆ testable, detected_exact, detected_unmapped, reason codes; 3: each link's "events" (a sample)
+REPORT_VERSION = 3
 
 
 @dataclass
@@ -129,6 +130,23 @@ def _link_dict(r: LinkResult) -> dict[str, Any]:
         ],
         "events_seen": r.events_seen,
         "usable_events": r.usable_events,
+        "events": [event_row(ev) for ev in r.evidence],
+    }
+
+
+def event_row(ev: Event) -> dict[str, Any]:
+    """One event as a report shows it: when, what, which process, and the one detail that says most."""
+    get = ev.fields.get
+    detail = get("file.path") or get("process.command_line") or ""
+    if get("destination.ip"):
+        port = get("destination.port")
+        detail = f"{get('destination.ip')}:{port}" if port is not None else str(get("destination.ip"))
+    return {
+        "time": format_timestamp(ev.timestamp),
+        "action": ev.action,
+        "pid": get("process.pid"),
+        "process": get("process.name") or get("process.executable"),
+        "detail": str(detail)[:300],
     }
 
 
