@@ -7,6 +7,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from assay.reports import ReportPaths
 from assay.validation import Outcome, RoundDelta, RoundReport
 
 OUTCOME_STYLE: dict[str, str] = {
@@ -146,3 +147,12 @@ def print_delta(delta: RoundDelta, console: Console, title: str = "Change since 
             console.print(
                 f"  {len(ids)} technique(s) {where} ({kind}): {listed}; all in the report's 'change'"
             )
+
+
+def print_written(paths: ReportPaths, console: Console) -> None:
+    """Where the round's reports went: the JSON, and the Markdown, HTML and Navigator layer beside it."""
+    console.print(f"report: {paths.json.resolve()}")
+    console.print(
+        f"        {paths.html.name} (open in a browser), {paths.markdown.name} (CI log), "
+        f"{paths.layer.name} (ATT&CK Navigator layer 4.5), in {paths.json.resolve().parent}"
+    )

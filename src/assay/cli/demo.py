@@ -2,8 +2,9 @@
 
 It starts the server, a local agent, and the watcher (sensor + detection engine) as child processes, runs
 the built-in adversary (safe abilities only), shows progress while it runs, prints the validation table,
-writes ``assay-report.json``, and stops everything it started. The abilities' cleanup runs as the last phase
-of the operation, through the agent, before anything is stopped.
+writes ``assay-report.json`` and, beside it, ``assay-report.md``, ``assay-report.html`` and the ATT&CK
+Navigator layer ``assay-layer.json`` (``assay.reports``), and stops everything it started. The abilities'
+cleanup runs as the last phase of the operation, through the agent, before anything is stopped.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from rich.console import Console
 
 from assay.cli._progress import run_round
 from assay.cli._round import DEFAULT_ADVERSARY, DEFAULT_DB, RoundConfig
-from assay.cli._table import print_delta, print_report
+from assay.cli._table import print_delta, print_report, print_written
 from assay.plugins import hookimpl
+from assay.reports import write_reports
 from assay.storage import normalize_url
 from assay.validation import compare
 
@@ -48,7 +50,13 @@ def demo(
         Path | None,
         typer.Option(help="Where the round keeps its database and logs (default: .assay/rounds/<time>)."),
     ] = None,
-    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path("assay-report.json"),
+    report: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the JSON report; the Markdown (.md), HTML (.html) and ATT&CK Navigator "
+            "layer (assay-layer.json) are written beside it, so its directory is where the reports go."
+        ),
+    ] = Path("assay-report.json"),
     source: Annotated[str, typer.Option(help="Sensor source: auto, ebpf, audit or proc_connector.")] = "auto",
     content: Annotated[
         list[Path] | None, typer.Option("--content", help="Extra abilities and adversaries.")
@@ -100,11 +108,12 @@ def demo(
         delta = compare(previous, data)
         data["change"] = delta.to_dict()
         print_delta(delta, console)
-    report.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    written = write_reports(data, report)
     console.print()
     console.print(
         f"sensor: {result.sensor_source}, {result.report.events_total} events "
         f"({result.report.events_dropped} dropped); round took {elapsed:.1f} s"
     )
-    console.print(f"report: {report.resolve()}   data and logs: {result.data_dir}")
+    print_written(written, console)
+    console.print(f"data and logs: {result.data_dir}")
     console.print(f"round: {result.round_id} (stored in {db})")

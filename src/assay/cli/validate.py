@@ -21,7 +21,6 @@ with); 3 ``--fail-on-regression`` and a technique detected in the compared round
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -35,10 +34,11 @@ from assay import attack
 from assay.cli._progress import run_round
 from assay.cli._round import DEFAULT_DB, RoundConfig
 from assay.cli._stored import previous_report, rescore
-from assay.cli._table import print_delta, print_report
+from assay.cli._table import print_delta, print_report, print_written
 from assay.content import Ability, Safety, load_paths
 from assay.errors import AssayError, AttackError, ConfigError
 from assay.plugins import hookimpl
+from assay.reports import write_reports
 from assay.storage import normalize_url
 from assay.validation import RoundDelta, RoundReport, compare
 
@@ -132,8 +132,7 @@ def _finish(
         delta = compare(baseline, data)
         data["change"] = delta.to_dict()
         print_delta(delta, console, title=title)
-    out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    console.print(f"report: {out.resolve()}")
+    print_written(write_reports(data, out), console)
     return delta
 
 
@@ -179,7 +178,13 @@ def validate(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where this round keeps its logs (default: .assay/rounds/<time>).")
     ] = None,
-    report: Annotated[Path, typer.Option(help="Where to write the JSON report.")] = Path("assay-report.json"),
+    report: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the JSON report; the Markdown (.md), HTML (.html) and ATT&CK Navigator "
+            "layer (assay-layer.json) are written beside it."
+        ),
+    ] = Path("assay-report.json"),
     source: Annotated[str, typer.Option(help="Sensor source: auto, ebpf, audit or proc_connector.")] = "auto",
     timeout: Annotated[float, typer.Option(help="Seconds the whole operation may take.")] = 3600.0,
 ) -> None:
