@@ -334,6 +334,7 @@ class LocalRound:
         report.meta.update(
             {
                 "round_id": round_id,
+                "name": adversary.name if adversary else cfg.adversary_id,
                 "kind": cfg.kind,
                 "sandbox": self.sandboxed,
                 "rules_hash": digest_files(rule_files),

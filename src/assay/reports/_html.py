@@ -19,6 +19,7 @@ from assay.reports._view import (
     OUTCOME_LABEL,
     STANDINGS,
     RoundView,
+    Standing,
     TechniqueRow,
     _catalogue_tactic,
     round_view,
@@ -42,6 +43,7 @@ class Column:
         return sum(1 for c in self.cells if c.in_round)
 
 
+@cache
 def _tactic_title(tactic: str) -> str:
     from assay import attack
     from assay.errors import AttackError
@@ -72,9 +74,11 @@ def matrix(view: RoundView) -> list[Column]:
     ]
 
 
-def outcome_counts(view: RoundView) -> list[tuple[str, str, int]]:
-    counts = Counter(t.outcome for t in view.techniques)
-    return [(o, OUTCOME_LABEL[o], counts[o]) for o in OUTCOME_ORDER if counts.get(o)]
+def standing_counts(view: RoundView) -> list[tuple[Standing, int]]:
+    """How the round's own techniques stand (validated, detected by another rule, missed, ...): the same
+    split as the summary's figures, so the bar and the cards agree."""
+    counts = Counter(t.standing.key for t in view.techniques)
+    return [(st, counts[st.key]) for st in STANDINGS if counts.get(st.key)]
 
 
 @cache
@@ -88,6 +92,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v: f"{float(v):.0%}" if isinstance(v, int | float) else "-"
     env.filters["outcome"] = lambda o: OUTCOME_LABEL.get(str(o), str(o))
+    env.filters["tactic"] = _tactic_title
     return env
 
 
@@ -102,8 +107,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             v=view,
             s=view.summary,
             matrix=matrix(view),
-            outcomes=outcome_counts(view),
+            counts=standing_counts(view),
             standings=[st for st in STANDINGS if st.key in standings_used],
-            outcome_order=OUTCOME_ORDER,
         )
     )

@@ -36,8 +36,8 @@ def _metadata(t: TechniqueRow) -> list[tuple[str, str]]:
         if t.reason_code:
             out.append(("reason code", t.reason_code))
         out.append(("rule claims it", "yes" if t.mapped else "no"))
-        for rule in t.rules_fired[:5]:
-            out.append(("rule fired", rule))
+        for a in t.fired[:5]:
+            out.append(("rule fired", f"{a.title} ({a.rule_id})"))
         for lk in t.links[:5]:
             out.append(("procedure", f"{lk.ability_name} ({lk.outcome})"))
     return out

@@ -126,13 +126,18 @@ class TechniqueRow:
         return "t-" + self.technique_id.replace(".", "-")
 
     @property
-    def rules_fired(self) -> list[str]:
-        """The rules whose unsuppressed alerts detected this technique, ``id (title)``, once each."""
-        seen: dict[str, str] = {}
+    def fired(self) -> list[AlertRow]:
+        """One unsuppressed alert per rule that fired on this technique's links, in the order they came."""
+        seen: dict[str, AlertRow] = {}
         for lk in self.links:
             for a in lk.fired:
-                seen.setdefault(a.rule_id, f"{a.rule_id} ({a.title})")
+                seen.setdefault(a.rule_id, a)
         return list(seen.values())
+
+    @property
+    def rules_fired(self) -> list[str]:
+        """The titles of the rules whose unsuppressed alerts detected this technique, once each."""
+        return [a.title or a.rule_id for a in self.fired]
 
     @property
     def comment(self) -> str:

@@ -42,7 +42,8 @@ class LinkResult:
     exact: bool = False  # an unsuppressed alert carries this link's technique (or its parent/sub-technique)
     reason_code: NotRun | None = None  # set for not_executed links: why, as a code
     # What the sensor saw of the lineage, for a report's drill-down: the events the rules could use first,
-    # then the rest, at most EVIDENCE_SHOWN, in time order (``events_seen`` says how many there were).
+    # then the rest but the harness's own, at most EVIDENCE_SHOWN, in time order (``events_seen`` says how
+    # many there were in all).
     evidence: list[Event] = field(default_factory=list)
 
 
@@ -150,8 +151,14 @@ def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collecti
     suppressed = [a for a in lineage.alerts if a.suppressed]
     exact = any(techniques_related(t, link.technique_id) for a in fired for t in a.techniques)
 
+    # The harness's own events stay out: they are not the technique, and the executor's fork carries the
+    # agent's command line (its enrolment token) into a report meant for CI logs.
     used = {id(ev) for ev in usable}
-    rest = [ev for ev in events if ev.action != Action.LOSS and id(ev) not in used]
+    rest = [
+        ev
+        for i, ev in enumerate(events)
+        if i not in harness and ev.action != Action.LOSS and id(ev) not in used
+    ]
     evidence = sorted((usable + rest)[:EVIDENCE_SHOWN], key=lambda ev: ev.timestamp)
 
     def result(outcome: Outcome, reason: str, code: NotRun | None = None) -> LinkResult:
