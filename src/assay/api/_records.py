@@ -2,19 +2,23 @@
 
 A round is an operation and what the sensor and the rules saw while it ran; ``GET /rounds/{id}`` classifies
 every link (``assay.validation``) with the rules the server knows (the built-in set unless configured).
+``/rounds/{id}/layer``, ``/report.html`` and ``/report.md`` render that same report (``assay.reports``).
 Lists are bounded (``limit``, at most 10,000) so no request can make the server build an unbounded reply.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from assay.api._state import ServerState
 from assay.events import alert_to_dict, event_to_dict
+from assay.reports import ReportError, render_html, render_layer, render_markdown
 
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 Since = Annotated[float | None, Query(allow_inf_nan=False)]
@@ -109,32 +113,64 @@ def records_router(st: ServerState) -> APIRouter:
             )
         return out[-limit:]
 
-    @router.get("/rounds/{round_id}")
-    async def round_report(round_id: str) -> dict[str, Any]:
-        """The report JSON of one round: a stored round by its id (or its operation's id), as it was written;
-        for an operation no round was stored for, every link classified now with the server's rules."""
-        stored = await run_in_threadpool(st.store.round, round_id)
+    def report_of(round_id: str) -> dict[str, Any]:
+        """A stored round's report by its id (or its operation's id), as it was written; for an operation no
+        round was stored for, every link classified now with the server's rules."""
+        stored = st.store.round(round_id)
         if stored is not None:
             return stored.report
         record = st.store.operation(round_id)
         if record is None:
             raise HTTPException(404, detail=f"no round (nor operation) {round_id[:64]!r}")
-        engine = await run_in_threadpool(rules.engine)
+        engine = rules.engine()
+        from assay.validation import round_inputs, validate
 
-        def build() -> dict[str, Any]:
-            from assay.validation import round_inputs, validate
+        links, found_events, found_alerts = round_inputs(st.store, round_id)
+        report = validate(
+            links,
+            found_events,
+            found_alerts,
+            mapped_techniques=engine.mapped_techniques,
+            consumed_actions=engine.consumed_actions,
+            meta={"operation_id": round_id, "name": record.name, "state": str(record.state)},
+        )
+        return report.to_dict()
 
-            links, found_events, found_alerts = round_inputs(st.store, round_id)
-            report = validate(
-                links,
-                found_events,
-                found_alerts,
-                mapped_techniques=engine.mapped_techniques,
-                consumed_actions=engine.consumed_actions,
-                meta={"operation_id": round_id, "name": record.name, "state": str(record.state)},
-            )
-            return report.to_dict()
+    @router.get("/rounds/{round_id}")
+    async def round_report(round_id: str) -> dict[str, Any]:
+        """The report JSON of one round: a stored round by its id (or its operation's id), as it was written;
+        for an operation no round was stored for, every link classified now with the server's rules."""
+        return await run_in_threadpool(report_of, round_id)
 
-        return await run_in_threadpool(build)
+    def rendered(round_id: str, render: Callable[[dict[str, Any]], Any]) -> Any:
+        try:
+            return render(report_of(round_id))
+        except ReportError as exc:  # a stored report of an older format that cannot be rendered
+            raise HTTPException(422, detail=f"round {round_id[:64]!r}: {exc}") from exc
+
+    def download(round_id: str, what: str) -> dict[str, str]:
+        return {"Content-Disposition": f'inline; filename="assay-{what}-{round_id[:36]}"'}
+
+    @router.get("/rounds/{round_id}/layer")
+    async def round_layer(round_id: str) -> JSONResponse:
+        """The round as an ATT&CK Navigator layer (format 4.5): validated / mapped but not validated / missed,
+        coloured, each with the rule that fired or the reason for the miss."""
+        layer = await run_in_threadpool(rendered, round_id, render_layer)
+        return JSONResponse(layer, headers=download(round_id, "layer.json"))
+
+    @router.get("/rounds/{round_id}/report.html", response_class=HTMLResponse)
+    async def round_html(round_id: str) -> HTMLResponse:
+        """The round as one self-contained HTML page: the ATT&CK matrix, the table, a drill-down per
+        technique."""
+        page = await run_in_threadpool(rendered, round_id, render_html)
+        return HTMLResponse(page, headers=download(round_id, "report.html"))
+
+    @router.get("/rounds/{round_id}/report.md", response_class=PlainTextResponse)
+    async def round_markdown(round_id: str) -> PlainTextResponse:
+        """The round as Markdown, for a CI log or a job summary."""
+        text = await run_in_threadpool(rendered, round_id, render_markdown)
+        return PlainTextResponse(
+            text, media_type="text/markdown; charset=utf-8", headers=download(round_id, "report.md")
+        )
 
     return router

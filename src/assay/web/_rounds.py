@@ -161,7 +161,11 @@ class Rounds:
             "outcomes": outcome_counts(report),
             "matrix": matrix(report),
             "earlier": list(reversed(earlier)),
-            "downloads": [],
+            "downloads": [
+                ("report.html", "HTML report"),
+                ("report.md", "Markdown"),
+                ("layer.json", "Navigator layer"),
+            ],
         }
 
     def technique_page(self, round_id: str, technique_id: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from assay.api._roles import require
 from assay.c2 import Principal, Role
 from assay.emulation import LinkStatus
 from assay.errors import AssayError
+from assay.reports import render_html, render_layer, render_markdown
 from assay.web import _pages as pages
 from assay.web._editor import EditorResult, item_yaml, new_yaml, save_yaml
 from assay.web._roles import allowed, role_of
@@ -35,6 +36,13 @@ from assay.web._session import COOKIE, Session, Signer, anonymous, csrf_ok, logg
 
 if TYPE_CHECKING:
     from assay.api import ServerState
+
+# The round page's downloads besides report.json: name → (renderer of the report dict, media type).
+REPORT_FILES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "report.html": (render_html, "text/html; charset=utf-8"),
+    "report.md": (render_markdown, "text/markdown; charset=utf-8"),
+    "layer.json": (render_layer, "application/json"),
+}
 
 STREAM_PERIOD = 0.5  # seconds between checks of a live operation for changes
 DASHBOARD_PERIOD = 2.0
@@ -376,6 +384,24 @@ def _page_routes(web: Web, ui: APIRouter) -> None:
             report,
             headers={"Content-Disposition": f'attachment; filename="assay-round-{round_id[:36]}.json"'},
         )
+
+    @ui.get("/rounds/{round_id}/{name}")
+    async def report_file(request: Request, round_id: str, name: str) -> Response:
+        """The round's report rendered (``assay.reports``): report.html, report.md or layer.json."""
+        try:
+            web.session(request, "blue")
+        except Redirect as r:
+            return RedirectResponse(r.location, status_code=303)
+        except PageError as exc:
+            return web.error(request, exc.status, exc.message)
+        if name not in REPORT_FILES:
+            return web.error(request, 404, f"no {name[:40]!r} for a round (one of {', '.join(REPORT_FILES)})")
+        report = await run_in_threadpool(web.rounds.round_report, round_id)
+        render, media = REPORT_FILES[name]
+        body = await run_in_threadpool(render, report)
+        text = body if isinstance(body, str) else json.dumps(body, indent=2)
+        disposition = f'attachment; filename="assay-{round_id[:36]}-{name}"'
+        return Response(text, media_type=media, headers={"Content-Disposition": disposition})
 
     @ui.get("/alerts")
     async def alerts(request: Request) -> Response:
