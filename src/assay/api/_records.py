@@ -123,18 +123,16 @@ def records_router(st: ServerState) -> APIRouter:
         if record is None:
             raise HTTPException(404, detail=f"no round (nor operation) {round_id[:64]!r}")
         engine = rules.engine()
-        from assay.validation import round_inputs, validate
+        from assay.validation import operation_report
 
-        links, found_events, found_alerts = round_inputs(st.store, round_id)
-        report = validate(
-            links,
-            found_events,
-            found_alerts,
+        return operation_report(
+            st.store,
+            round_id,
+            name=record.name,
+            state=str(record.state),
             mapped_techniques=engine.mapped_techniques,
             consumed_actions=engine.consumed_actions,
-            meta={"operation_id": round_id, "name": record.name, "state": str(record.state)},
-        )
-        return report.to_dict()
+        ).to_dict()
 
     @router.get("/rounds/{round_id}")
     async def round_report(round_id: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from assay.validation._classify import (
     rollup,
 )
 from assay.validation._compare import RoundDelta, TechniqueChange, compare
-from assay.validation._inputs import RoundStore, StoredLink, link_record, round_inputs
+from assay.validation._inputs import RoundStore, StoredLink, link_record, operation_report, round_inputs
 from assay.validation._records import TECHNIQUE_PRECEDENCE, LinkRecord, NotRun, Outcome, status_name
 from assay.validation._report import REPORT_VERSION, RoundReport, Summary, validate
 from assay.validation._rounds import alert_links, digest_files
@@ -56,6 +56,7 @@ __all__ = [
     "is_mapped",
     "link_record",
     "not_executed_reason",
+    "operation_report",
     "resolve_roots",
     "rollup",
     "round_inputs",

@@ -6,11 +6,12 @@ and any store with these two methods (a database, a test fake) can feed it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from assay.events import Alert, Event
 from assay.validation._records import LinkRecord
+from assay.validation._report import RoundReport, validate
 
 
 class StoredLink(Protocol):
@@ -114,3 +115,24 @@ def round_inputs(
     links = [link_record(lk) for lk in store.links(operation_id)]
     events, alerts = store.telemetry_for_operation(operation_id, margin=margin)
     return links, events, alerts
+
+
+def operation_report(
+    store: RoundStore,
+    operation_id: str,
+    *,
+    name: str,
+    state: str,
+    mapped_techniques: Collection[str],
+    consumed_actions: Collection[str],
+) -> RoundReport:
+    """An operation's links classified now from what storage holds (a round no report was stored for)."""
+    links, events, alerts = round_inputs(store, operation_id)
+    return validate(
+        links,
+        events,
+        alerts,
+        mapped_techniques=mapped_techniques,
+        consumed_actions=consumed_actions,
+        meta={"operation_id": operation_id, "name": name, "state": state},
+    )

@@ -102,7 +102,7 @@ class Rounds:
 
     def round_report(self, round_id: str) -> dict[str, Any]:
         """The report of one round, as ``GET /api/v2/rounds/{id}`` returns it."""
-        from assay.validation import round_inputs, validate
+        from assay.validation import operation_report
 
         store = self.st.store
         record = store.operation(round_id)
@@ -113,14 +113,13 @@ class Rounds:
         if finished and (cached := self.cache.get(key)) is not None:
             return cached
         engine = self.rules.get()
-        links, events, alerts = round_inputs(store, round_id)
-        report = validate(
-            links,
-            events,
-            alerts,
+        report = operation_report(
+            store,
+            round_id,
+            name=record.name,
+            state=str(record.state),
             mapped_techniques=engine.mapped_techniques,
             consumed_actions=engine.consumed_actions,
-            meta={"operation_id": round_id, "name": record.name, "state": str(record.state)},
         ).to_dict()
         if finished:
             self.cache.put(key, report)

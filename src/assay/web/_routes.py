@@ -207,6 +207,17 @@ class Web:
         except AssayError as exc:
             return self.error(request, 400, str(exc))
 
+    async def download(self, request: Request, need: str, build: Callable[[], Response]) -> Response:
+        """A file for the browser to save (no page around it): the session checked as for a page, the file
+        built in a worker thread."""
+        try:
+            self.session(request, need)
+        except Redirect as r:
+            return RedirectResponse(r.location, status_code=303)
+        except PageError as exc:
+            return self.error(request, exc.status, exc.message)
+        return await run_in_threadpool(build)
+
     def error(self, request: Request, status: int, message: str) -> HTMLResponse:
         session, _ = self.read_session(request)
         return self.render(request, "error.html", session, status=status, status_code=status, message=message)
@@ -373,35 +384,30 @@ def _page_routes(web: Web, ui: APIRouter) -> None:
 
     @ui.get("/rounds/{round_id}/report.json")
     async def report_json(request: Request, round_id: str) -> Response:
-        try:
-            web.session(request, "blue")
-        except Redirect as r:
-            return RedirectResponse(r.location, status_code=303)
-        except PageError as exc:
-            return web.error(request, exc.status, exc.message)
-        report = await run_in_threadpool(web.rounds.round_report, round_id)
-        return JSONResponse(
-            report,
-            headers={"Content-Disposition": f'attachment; filename="assay-round-{round_id[:36]}.json"'},
-        )
+        def build() -> Response:
+            return JSONResponse(
+                web.rounds.round_report(round_id),
+                headers={"Content-Disposition": f'attachment; filename="assay-round-{round_id[:36]}.json"'},
+            )
+
+        return await web.download(request, "blue", build)
 
     @ui.get("/rounds/{round_id}/{name}")
     async def report_file(request: Request, round_id: str, name: str) -> Response:
         """The round's report rendered (``assay.reports``): report.html, report.md or layer.json."""
-        try:
-            web.session(request, "blue")
-        except Redirect as r:
-            return RedirectResponse(r.location, status_code=303)
-        except PageError as exc:
-            return web.error(request, exc.status, exc.message)
-        if name not in REPORT_FILES:
-            return web.error(request, 404, f"no {name[:40]!r} for a round (one of {', '.join(REPORT_FILES)})")
-        report = await run_in_threadpool(web.rounds.round_report, round_id)
-        render, media = REPORT_FILES[name]
-        body = await run_in_threadpool(render, report)
-        text = body if isinstance(body, str) else json.dumps(body, indent=2)
-        disposition = f'attachment; filename="assay-{round_id[:36]}-{name}"'
-        return Response(text, media_type=media, headers={"Content-Disposition": disposition})
+
+        def build() -> Response:
+            if name not in REPORT_FILES:
+                return web.error(
+                    request, 404, f"no {name[:40]!r} for a round (one of {', '.join(REPORT_FILES)})"
+                )
+            render, media = REPORT_FILES[name]
+            body = render(web.rounds.round_report(round_id))
+            text = body if isinstance(body, str) else json.dumps(body, indent=2)
+            disposition = f'attachment; filename="assay-{round_id[:36]}-{name}"'
+            return Response(text, media_type=media, headers={"Content-Disposition": disposition})
+
+        return await web.download(request, "blue", build)
 
     @ui.get("/alerts")
     async def alerts(request: Request) -> Response:
