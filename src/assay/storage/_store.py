@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from assay.content import Privilege
 from assay.emulation import (
@@ -366,6 +366,11 @@ class Store(EmulationRepository, RoundRepository):
             query = query.where(EventRow.entity_id.in_(list(entity_ids)))
         with self.db.session() as session:
             return [event_from_dict(data) for data in session.scalars(query)]
+
+    def newest_event_at(self) -> float | None:
+        """The newest stored event's time: a watcher ships in order, so all it saw before is stored too."""
+        with self.db.session() as session:
+            return session.scalar(select(func.max(EventRow.timestamp)))
 
     def alerts(
         self,

@@ -52,7 +52,7 @@ def techniques_related(a: str, b: str) -> bool:
     return a == b or a.split(".")[0] == b or b.split(".")[0] == a
 
 
-def _harness_events(root: str | None, events: Iterable[Event]) -> set[int]:
+def harness_events(root: str | None, events: Iterable[Event]) -> set[int]:
     """Indexes of the events that are the executor's own start: its fork, its *first* exec, its exit.
 
     Later execs of the root are behaviour: a shell may exec its last command in place.
@@ -145,7 +145,7 @@ def not_executed_reason(link: LinkRecord) -> tuple[NotRun, str] | None:
 
 def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collection[str]) -> LinkResult:
     events = lineage.events
-    harness = _harness_events(lineage.root, events)
+    harness = harness_events(lineage.root, events)
     usable = [ev for i, ev in enumerate(events) if i not in harness and ev.action in consumed_actions]
     fired = [a for a in lineage.alerts if not a.suppressed]
     suppressed = [a for a in lineage.alerts if a.suppressed]

@@ -22,6 +22,12 @@ RATE_WINDOW = 60.0  # seconds of events behind a source's events/s
 LATE_SLACK = 5.0  # an agent is late once silent this long past its longest sleep (and not yet dead)
 ALERTS_SHOWN = 200
 OUTPUT_SHOWN = 2000  # characters of a link's output in the live table
+# Alerts for an operation's last links reach the server after it ends (the watcher ships in batches, and
+# matching happens on ingest), so a page keeps following a finished operation until an event stored from
+# after its end proves the watcher has shipped everything before it, or, on a host too quiet to produce one,
+# until a grace period has passed.
+SETTLE_MARGIN = 1.0
+SETTLE_GRACE = 10.0
 
 
 def agents(st: ServerState) -> list[dict[str, Any]]:
@@ -186,7 +192,16 @@ def operation_page(st: ServerState, operation_id: str) -> dict[str, Any]:
     total = view["links_total"]
     view["percent"] = round(100 * view["links_finished"] / total) if total else 0
     view["live"] = st.core.operations.get(operation_id) is not None
+    view["settling"] = not view["live"] and _settling(st, view["finished_at"])
     return view
+
+
+def _settling(st: ServerState, finished_at: float | None) -> bool:
+    """Whether alerts for a finished operation may still be on their way (see ``SETTLE_GRACE``)."""
+    if finished_at is None or time.time() - finished_at >= SETTLE_GRACE:
+        return False
+    newest = st.store.newest_event_at()
+    return newest is None or newest < finished_at + SETTLE_MARGIN
 
 
 def start_form(st: ServerState) -> dict[str, Any]:
@@ -206,7 +221,8 @@ def start_form(st: ServerState) -> dict[str, Any]:
         "groups": [{"group": g, "agents": n} for g, n in sorted(groups.items())],
         "planners": [planner_view(cls) for cls in PLANNERS.values()],
         "safety": ["safe", "disruptive", "destructive"],
-        "sandbox_available": False,
+        # A sandboxed operation plans links only for agents running in a sandbox (``assay agent --sandbox``).
+        "sandboxed_agents": sum(1 for a in st.core.agents.values() if a.sandbox),
     }
 
 

@@ -170,7 +170,7 @@ class Rounds:
     def technique_page(self, round_id: str, technique_id: str) -> dict[str, Any]:
         """What ran for one technique, what the sensor saw of each link's process tree, which rule fired, or
         why none did."""
-        from assay.validation import attribute, round_inputs
+        from assay.validation import attribute, harness_events, round_inputs
 
         report = self.round_report(round_id)
         tech = next((t for t in report["techniques"] if t["technique_id"] == technique_id), None)
@@ -184,6 +184,11 @@ class Rounds:
         for lk in links:
             lineage = lineages.get(lk["link_id"])
             evs = lineage.events if lineage is not None else []
+            # The executor's own start is the agent's doing, not the technique's, and its fork carries the
+            # agent's command line (its enrolment token): the page leaves it out, as the reports do.
+            if lineage is not None:
+                harness = harness_events(lineage.root, evs)
+                evs = [ev for i, ev in enumerate(evs) if i not in harness]
             actions = Counter(ev.action for ev in evs)
             shown.append(
                 {

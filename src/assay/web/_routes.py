@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -131,9 +132,21 @@ class Web:
         found = self.signer.load(request.cookies.get(COOKIE))
         if found is None:
             return anonymous(), True
-        if found.principal is not None and found.principal not in self.st.keys.principals():
+        if found.principal is None:
+            return found, False
+        # The cookie names the key; its role is read from the key ring on every request (never from the
+        # cookie), so a key deleted or given another role changes every session opened with it.
+        current = next(
+            (
+                p
+                for p in self.st.keys.principals()
+                if (p.kind, p.name) == (found.principal.kind, found.principal.name)
+            ),
+            None,
+        )
+        if current is None:
             return anonymous(), True  # the key was deleted: so is every session opened with it
-        return found, False
+        return replace(found, principal=current), False
 
     def session(self, request: Request, need: str) -> Session:
         """A logged-in session whose key's role allows ``need``; otherwise to the login page, or a 403."""
@@ -449,8 +462,6 @@ def _action_routes(web: Web, ui: APIRouter) -> None:
     @ui.post("/operations")
     async def start(request: Request) -> Response:
         def work(session: Session, f: dict[str, str]) -> Response:
-            if f.get("sandbox") == "on":
-                raise PageError(400, "the sandbox is not built in this server yet: start without it")
             body = {
                 "name": f.get("name") or f"round {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 "adversary": {"adversary_id": f.get("adversary_id", "")},
@@ -458,6 +469,7 @@ def _action_routes(web: Web, ui: APIRouter) -> None:
                 "group": f.get("group", ""),
                 "autonomous": 0 if f.get("manual") == "on" else 1,
                 "max_safety": f.get("max_safety") or "safe",
+                "sandbox": f.get("sandbox") == "on",
             }
             try:
                 parsed = OperationCreate.model_validate(body)
@@ -571,7 +583,7 @@ def _stream_routes(web: Web, ui: APIRouter) -> None:
                 "op-progress": web.fragment("_progress.html", **ctx),
                 "op-controls": web.fragment("_controls.html", **ctx),
             }
-            return regions, not op["live"]
+            return regions, not (op["live"] or op["settling"])
 
         return streaming(stream(request, STREAM_PERIOD, build))
 
