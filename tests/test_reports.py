@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema_rs
 import pytest
 
@@ -330,6 +331,7 @@ def test_the_server_renders_a_stored_rounds_reports(report: dict[str, Any], tmp_
                 summary=report["summary"],
                 report=report,
                 operation_id="op-1",
+                name=report["meta"]["name"],
             )
         )
     finally:
@@ -342,6 +344,28 @@ def test_the_server_renders_a_stored_rounds_reports(report: dict[str, Any], tmp_
         status, md = server.call("GET", "/api/v2/rounds/op-1/report.md")
         assert status == 200 and md.decode() == render_markdown(report)
         assert server.call("GET", "/api/v2/rounds/missing/layer")[0] == 404
+        # The web UI reads the same stored round: its page's twin carries the report as it was written, and
+        # a drill-down (the round's operation is not in this database) shows the report's own event sample.
+        page_twin = server.call("GET", "/api/v2/ui/rounds/round-1")[1]
+        assert page_twin["report"] == report and page_twin["round"]["name"] == report["meta"]["name"]
+        detected = next(t for t in report["techniques"] if t["outcome"] == "detected")
+        drill = server.call("GET", f"/api/v2/ui/rounds/round-1/techniques/{detected['technique_id']}")[1]
+        assert drill["sampled"] is True
+        by_link = {lk["link_id"]: lk for lk in report["links"]}
+        for lk in drill["links"]:
+            assert [e["detail"] for e in lk["events"]] == [
+                e["detail"] for e in by_link[lk["link_id"]]["events"]
+            ]
+            assert lk["events"], lk["link_id"]
+        # ... and the pages render it (a stored round has a summary where an operation has its links).
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=20) as web:
+            form = web.get("/ui/login").text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            assert web.post("/ui/login", data={"csrf": csrf, "key": API_KEY}).status_code == 303
+            listed = web.get("/ui/rounds")
+            assert listed.status_code == 200 and 'data-round="round-1"' in listed.text
+            for path in ("/ui/rounds/round-1", f"/ui/rounds/round-1/techniques/{detected['technique_id']}"):
+                assert web.get(path).status_code == 200, path
         assert server.call("GET", "/api/v2/rounds/round-1/report.html", key=None)[0] == 401
         _, made = server.call("POST", "/api/v2/keys", {"name": "operator", "role": "red"}, key=API_KEY)
         # Reading a round's reports takes the role reading rounds takes: blue (red reads no rounds).

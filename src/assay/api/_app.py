@@ -32,6 +32,7 @@ from assay.api._edge import Edge, error_body
 from assay.api._operations import operations_router
 from assay.api._records import records_router
 from assay.api._roles import Guard, document_roles, require
+from assay.api._rounds import RoundReports
 from assay.api._state import ServerConfig, ServerState, open_state
 from assay.api._telemetry import decode_batch
 from assay.c2 import CalderaContact, FileContact, NativeContact, Refused, Role
@@ -155,11 +156,14 @@ def create_app(config: ServerConfig, state: ServerState | None = None) -> Edge:
     # require(), here for whole routers or in the router for routes of mixed roles (see assay.api._roles).
     guarded = [Depends(guard.authenticated)]
     app.include_router(agents_router(st), prefix="/api/v2", dependencies=guarded)
-    app.include_router(records_router(st), prefix="/api/v2", dependencies=[*guarded, require(Role.BLUE)])
+    reports = RoundReports(st)  # one rule engine and one report cache for the API and the web UI
+    app.include_router(
+        records_router(st, reports), prefix="/api/v2", dependencies=[*guarded, require(Role.BLUE)]
+    )
     app.include_router(operations_router(st), prefix="/api/v2", dependencies=[*guarded, require(Role.RED)])
     from assay.web import web_routers  # the web UI is an edge over the same state
 
-    pages, twins = web_routers(st)
+    pages, twins = web_routers(st, reports)
     app.include_router(pages)
     app.include_router(twins, prefix="/api/v2", dependencies=guarded)
 

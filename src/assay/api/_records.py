@@ -8,7 +8,6 @@ Lists are bounded (``limit``, at most 10,000) so no request can make the server 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from assay.api._rounds import RoundReports
 from assay.api._state import ServerState
 from assay.events import alert_to_dict, event_to_dict
 from assay.reports import ReportError, render_html, render_layer, render_markdown
@@ -24,25 +24,8 @@ Limit = Annotated[int, Query(ge=1, le=10_000)]
 Since = Annotated[float | None, Query(allow_inf_nan=False)]
 
 
-class _Rules:
-    """The detection engine, loaded on first use (compiling rules takes a moment; most servers never ask)."""
-
-    def __init__(self) -> None:
-        self._engine: Any = None
-        self._lock = threading.Lock()
-
-    def engine(self) -> Any:
-        with self._lock:
-            if self._engine is None:
-                from assay.detection import Engine, builtin_rule_paths
-
-                self._engine = Engine.load(rule_paths=builtin_rule_paths())
-            return self._engine
-
-
-def records_router(st: ServerState) -> APIRouter:
+def records_router(st: ServerState, reports: RoundReports) -> APIRouter:
     router = APIRouter(tags=["Assay: rounds, telemetry and rules"])
-    rules = _Rules()
 
     @router.get("/events")
     def events(
@@ -76,7 +59,7 @@ def records_router(st: ServerState) -> APIRouter:
 
     @router.get("/rules")
     async def rule_list() -> list[dict[str, Any]]:
-        engine = await run_in_threadpool(rules.engine)
+        engine = await run_in_threadpool(reports.engine)
         return [info.to_dict() for info in engine.rules]
 
     @router.get("/rounds")
@@ -84,55 +67,10 @@ def records_router(st: ServerState) -> APIRouter:
         """Stored rounds (every `assay demo` / `assay validate` run, oldest first) with their summaries, then
         operations no round was stored for (``kind: operation``, ``summary: null``; their report is built on
         request)."""
-        stored = st.store.rounds(limit)
-        scored = {r.operation_id for r in stored if r.operation_id}
-        out: list[dict[str, Any]] = []
-        for r in stored:
-            item = r.to_dict()
-            item["state"] = "finished"
-            out.append(item)
-        for record in st.store.operations()[-limit:]:
-            if record.id in scored:
-                continue
-            links = st.store.links(record.id)
-            out.append(
-                {
-                    "id": record.id,
-                    "kind": "operation",
-                    "operation_id": record.id,
-                    "name": record.name,
-                    "state": str(record.state),
-                    "adversary_id": record.adversary_id,
-                    "started_at": record.created_at,
-                    "finished_at": record.finished_at,
-                    "summary": None,
-                    "agents": list(record.agents),
-                    "links": sum(1 for lk in links if not lk.cleanup),
-                    "techniques": sorted({lk.technique_id for lk in links if lk.technique_id}),
-                }
-            )
-        return out[-limit:]
+        return reports.list(limit)
 
     def report_of(round_id: str) -> dict[str, Any]:
-        """A stored round's report by its id (or its operation's id), as it was written; for an operation no
-        round was stored for, every link classified now with the server's rules."""
-        stored = st.store.round(round_id)
-        if stored is not None:
-            return stored.report
-        record = st.store.operation(round_id)
-        if record is None:
-            raise HTTPException(404, detail=f"no round (nor operation) {round_id[:64]!r}")
-        engine = rules.engine()
-        from assay.validation import operation_report
-
-        return operation_report(
-            st.store,
-            round_id,
-            name=record.name,
-            state=str(record.state),
-            mapped_techniques=engine.mapped_techniques,
-            consumed_actions=engine.consumed_actions,
-        ).to_dict()
+        return reports.report(round_id)
 
     @router.get("/rounds/{round_id}")
     async def round_report(round_id: str) -> dict[str, Any]:

@@ -8,8 +8,7 @@ HTML pages render them and the JSON twins (``/api/v2/ui/rounds/...``) return the
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
@@ -20,6 +19,7 @@ from assay.validation import compare
 
 if TYPE_CHECKING:
     from assay.api import ServerState
+    from assay.api._rounds import RoundReports
 
 OUTCOMES = (
     "detected",
@@ -32,102 +32,28 @@ OUTCOMES = (
 EVENTS_SHOWN = 200  # per link in a drill-down; the count says how many there were
 
 
-class RuleEngine:
-    """The server's detection rules, compiled on first use (it takes a moment; most pages never need them)."""
-
-    def __init__(self) -> None:
-        self._engine: Any = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        with self._lock:
-            if self._engine is None:
-                from assay.detection import Engine, builtin_rule_paths
-
-                self._engine = Engine.load(rule_paths=builtin_rule_paths())
-            return self._engine
-
-
-class ReportCache:
-    """Reports of finished rounds, which do not change once the sensor's last batch is in: keyed by round id
-    and the number of events stored, so a late batch makes a fresh report."""
-
-    def __init__(self, size: int = 16) -> None:
-        self._items: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int]) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, int], report: dict[str, Any]) -> None:
-        with self._lock:
-            self._items[key] = report
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
 class Rounds:
-    def __init__(self, st: ServerState) -> None:
+    def __init__(self, st: ServerState, reports: RoundReports) -> None:
         self.st = st
-        self.rules = RuleEngine()
-        self.cache = ReportCache()
+        self.reports = reports
 
     # -- the two reads the rest stands on ------------------------------------------------------------------
     def round_list(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """Rounds, oldest first, in the shape of ``GET /api/v2/rounds``."""
-        store = self.st.store
-        out = []
-        for record in store.operations()[-limit:]:
-            links = store.links(record.id)
-            out.append(
-                {
-                    "id": record.id,
-                    "operation_id": record.id,
-                    "name": record.name,
-                    "state": str(record.state),
-                    "adversary_id": record.adversary_id,
-                    "started_at": record.created_at,
-                    "finished_at": record.finished_at,
-                    "agents": list(record.agents),
-                    "links": sum(1 for lk in links if not lk.cleanup),
-                    "techniques": sorted({lk.technique_id for lk in links if lk.technique_id}),
-                }
-            )
-        return out
+        """Rounds, oldest first, as ``GET /api/v2/rounds`` lists them."""
+        return self.reports.list(limit)
 
     def round_report(self, round_id: str) -> dict[str, Any]:
         """The report of one round, as ``GET /api/v2/rounds/{id}`` returns it."""
-        from assay.validation import operation_report
-
-        store = self.st.store
-        record = store.operation(round_id)
-        if record is None:
-            raise HTTPException(404, detail=f"no round (operation) {round_id[:64]!r}")
-        finished = record.finished_at is not None
-        key = (round_id, int(self.st.records.telemetry_summary().get("events", 0)))
-        if finished and (cached := self.cache.get(key)) is not None:
-            return cached
-        engine = self.rules.get()
-        report = operation_report(
-            store,
-            round_id,
-            name=record.name,
-            state=str(record.state),
-            mapped_techniques=engine.mapped_techniques,
-            consumed_actions=engine.consumed_actions,
-        ).to_dict()
-        if finished:
-            self.cache.put(key, report)
-        return report
+        return self.reports.report(round_id)
 
     # -- what the pages show -------------------------------------------------------------------------------
     def finished_rounds(self) -> list[dict[str, Any]]:
-        return [r for r in self.round_list() if r["finished_at"] is not None and r["links"]]
+        # An operation that ran nothing is no round to compare with; a stored round always scored something.
+        return [
+            r
+            for r in self.round_list()
+            if r["finished_at"] is not None and (r["kind"] != "operation" or r["links"])
+        ]
 
     def latest_pair(self) -> dict[str, Any]:
         """The newest finished round's detection rates beside the one before it (the dashboard's figure)."""
@@ -150,7 +76,7 @@ class Rounds:
         for r in rounds:
             if r["id"] == round_id:
                 break
-            if r["finished_at"] is not None and r["links"]:
+            if r["finished_at"] is not None and (r["kind"] != "operation" or r["links"]):
                 earlier.append({"id": r["id"], "name": r["name"], "started_at": r["started_at"]})
         record = next((r for r in rounds if r["id"] == round_id), None)
         return {
@@ -178,7 +104,23 @@ class Rounds:
             raise HTTPException(404, detail=f"technique {technique_id[:32]!r} is not in round {round_id}")
         ids = set(tech["links"])
         links = [lk for lk in report["links"] if lk["link_id"] in ids]
-        records, events, alerts = round_inputs(self.st.store, round_id)
+        operation_id = self.reports.operation_of(round_id)
+        if operation_id is None:
+            # A stored round whose operation is not in this database: the report's own sample of each
+            # link's events (report v3) is what there is to show.
+            shown = [
+                {
+                    **lk,
+                    "events_total": lk.get("events_seen", 0),
+                    "actions": dict(
+                        Counter(str(ev["action"]) for ev in lk.get("events") or []).most_common()
+                    ),
+                    "events": [{**ev, "executable": ev.get("process")} for ev in lk.get("events") or []],
+                }
+                for lk in links
+            ]
+            return {"round_id": round_id, "technique": tech, "links": shown, "sampled": True}
+        records, events, alerts = round_inputs(self.st.store, operation_id)
         lineages, _ = attribute(records, events, alerts)
         shown = []
         for lk in links:
@@ -198,7 +140,7 @@ class Rounds:
                     "events": [_event_row(ev) for ev in evs[:EVENTS_SHOWN]],
                 }
             )
-        return {"round_id": round_id, "technique": tech, "links": shown}
+        return {"round_id": round_id, "technique": tech, "links": shown, "sampled": False}
 
     def comparison(self, round_id: str, other_id: str) -> dict[str, Any]:
         """This round against an earlier one: summary deltas and every technique whose outcome changed."""

@@ -37,6 +37,7 @@ from assay.web._session import COOKIE, Session, Signer, anonymous, csrf_ok, logg
 
 if TYPE_CHECKING:
     from assay.api import ServerState
+    from assay.api._rounds import RoundReports
 
 # The round page's downloads besides report.json: name → (renderer of the report dict, media type).
 REPORT_FILES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
@@ -114,10 +115,10 @@ def _environment() -> jinja2.Environment:
 
 
 class Web:
-    def __init__(self, st: ServerState) -> None:
+    def __init__(self, st: ServerState, reports: RoundReports) -> None:
         self.st = st
         self.env = _environment()
-        self.rounds = Rounds(st)
+        self.rounds = Rounds(st, reports)
         self._signer: Signer | None = None
 
     @property
@@ -236,9 +237,9 @@ class Web:
         return self.render(request, "error.html", session, status=status, status_code=status, message=message)
 
 
-def web_routers(st: ServerState) -> tuple[APIRouter, APIRouter]:
+def web_routers(st: ServerState, reports: RoundReports) -> tuple[APIRouter, APIRouter]:
     """The HTML router (mounted at ``/ui``) and the JSON twins (mounted under ``/api/v2`` behind the key)."""
-    web = Web(st)
+    web = Web(st, reports)
     ui = APIRouter(prefix="/ui", include_in_schema=False)
     api = APIRouter(prefix="/ui", tags=["Assay: web UI views"])
     _session_routes(web, ui)
@@ -429,7 +430,7 @@ def _page_routes(web: Web, ui: APIRouter) -> None:
     @ui.get("/rules")
     async def rules(request: Request) -> Response:
         return await web.page(
-            request, "blue", "rules.html", lambda s: {"r": pages.rules(st, web.rounds.rules.get())}
+            request, "blue", "rules.html", lambda s: {"r": pages.rules(st, web.rounds.reports.engine())}
         )
 
 
@@ -641,4 +642,4 @@ def _twin_routes(web: Web, api: APIRouter) -> None:
 
     @api.get("/rules", dependencies=blue)
     def rules() -> dict[str, Any]:
-        return pages.rules(st, web.rounds.rules.get())
+        return pages.rules(st, web.rounds.reports.engine())
