@@ -71,3 +71,25 @@ def test_missing_path_is_an_error_not_a_crash(tmp_path: Path) -> None:
     engine = Engine.load(rule_paths=[tmp_path / "nope"], include_builtin=False)
     (err,) = engine.errors
     assert "no such rule file" in str(err)
+
+
+def test_a_rule_file_named_twice_loads_once(tmp_path: Path) -> None:
+    good = _write(tmp_path, "good.yml", GOOD)
+    engine = Engine.load(rule_paths=[tmp_path, good, tmp_path / "." / "good.yml"], include_builtin=False)
+    assert [r.title for r in engine.rules] == ["Good"] and engine.errors == []
+    # The built-ins given as a path besides include_builtin (as the server once did) load once as well.
+    builtin = Engine.load(include_builtin=True)
+    from assay.detection import builtin_rule_paths
+
+    both = Engine.load(rule_paths=builtin_rule_paths(), include_builtin=True)
+    assert len(both.rules) == len(builtin.rules) == len({r.id for r in builtin.rules})
+
+
+def test_two_rules_with_one_id_are_an_error_naming_both(tmp_path: Path) -> None:
+    _write(tmp_path, "a.yml", GOOD)
+    _write(tmp_path, "b.yml", GOOD.replace("title: Good", "title: Copy"))
+    engine = Engine.load(rule_paths=[tmp_path], include_builtin=False)
+    assert [r.title for r in engine.rules] == ["Good"]
+    (err,) = engine.errors
+    assert err.source is not None and err.source.file == str(tmp_path / "b.yml") and err.source.line == 1
+    assert f"first defined at {tmp_path / 'a.yml'}:1" in err.message

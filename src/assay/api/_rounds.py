@@ -36,9 +36,9 @@ class RoundReports:
         """The detection engine, compiled on first use (it takes a moment; most servers never ask)."""
         with self._engine_lock:
             if self._engine is None:
-                from assay.detection import Engine, builtin_rule_paths
+                from assay.detection import Engine
 
-                self._engine = Engine.load(rule_paths=builtin_rule_paths())
+                self._engine = Engine.load()  # the built-in rules and allowlists
             return self._engine
 
     def list(self, limit: int = 1000) -> list[dict[str, Any]]:

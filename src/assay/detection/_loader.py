@@ -112,14 +112,22 @@ def read_documents(path: Path) -> list[_Document]:
 
 
 def rule_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Every rule file under ``paths``, each once: a directory named twice (or a file and its directory)
+    must not load its rules twice, or every match would raise two alerts."""
+    seen: set[Path] = set()
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            yield from sorted(x for x in path.rglob("*") if x.suffix in {".yml", ".yaml"} and x.is_file())
+            found = sorted(x for x in path.rglob("*") if x.suffix in {".yml", ".yaml"} and x.is_file())
         elif path.exists():
-            yield path
+            found = [path]
         else:
             raise DetectionError("no such rule file or directory", Source(file=str(path)))
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield file
 
 
 def _techniques(tags: Iterable[Any], src: Source) -> tuple[str, ...]:
@@ -255,12 +263,24 @@ def load_rules(paths: Iterable[str | Path], errors: ErrorCollector) -> list[Load
     files: list[Path] = []
     with errors.capture():
         files = list(rule_files(paths))
+    first: dict[str, RuleInfo] = {}
     for path in files:
         for item in _load_file(path):
             if isinstance(item, DetectionError):
                 errors.add(item)
-            else:
-                out.append(item)
+                continue
+            earlier = first.setdefault(item.info.id, item.info)
+            if earlier is not item.info:
+                # Two rules with one id would both alert and be counted as one rule: keep the first.
+                where = f"{earlier.file}:{earlier.line}"
+                message = f"duplicate rule id {item.info.id!r} (first defined at {where})"
+                errors.add(
+                    DetectionError(
+                        message, Source(file=item.info.file, line=item.info.line, rule=item.info.id)
+                    )
+                )
+                continue
+            out.append(item)
     return out
 
 
