@@ -84,6 +84,28 @@ POSITIVE: list[tuple[str, Event]] = [
     ("T1140", exec_event("openssl", "enc", "-d", "-base64", "-in", "x")),
     ("T1140", exec_event("xxd", "-r", "-p")),
     ("T1140", exec_event("perl", "-MMIME::Base64", "-e", "print decode_base64($x)")),
+    # Shells an interpreter or network tool starts: interactive, bare (commands on stdin), -c, or a staged
+    # script; a version manager's chmod outside its own shims still counts.
+    ("T1059.004", exec_event("sh", "-i", exe="/usr/bin/dash", parent=PYTHON_PARENT)),
+    ("T1059.004", exec_event("/bin/bash", exe="/usr/bin/bash", parent=PYTHON_PARENT)),
+    ("T1059.004", exec_event("sh", "-c", "id", exe="/usr/bin/dash", parent=PYTHON_PARENT)),
+    ("T1059.004", exec_event("sh", "/dev/shm/x.sh", exe="/usr/bin/dash", parent=PYTHON_PARENT)),
+    (
+        "T1222.002",
+        exec_event(
+            "chmod",
+            "+x",
+            "/tmp/implant",
+            parent={
+                "process.parent.executable": "/usr/bin/bash",
+                "process.parent.command_line": "bash /root/.pyenv/libexec/pyenv-rehash",
+            },
+        ),
+    ),
+    ("T1570", exec_event("scp", "/tmp/implant", "root@10.0.0.5:/tmp/")),
+    ("T1570", exec_event("scp", "-i", "k", "./linpeas.sh", "admin@web01:")),
+    ("T1570", exec_event("rsync", "-a", "/usr/local/bin/agent", "host2:/opt/")),
+    ("T1570", exec_event("scp", "tools.tar.gz", "u@h:/var/tmp/")),
     ("T1222.002", exec_event("chmod", "+x", "/tmp/payload")),
     ("T1222.002", exec_event("chmod", "0777", "/tmp/d")),
     ("T1222.002", exec_event("chmod", "o+w", "/tmp/d")),
@@ -163,6 +185,12 @@ NEAR_MISSES: list[tuple[str, Event]] = [
     ("7z listing", exec_event("7z", "l", "o.7z")),
     ("chmod removing rights", exec_event("chmod", "go-w", "f")),
     ("chmod 644", exec_event("chmod", "644", "f")),
+    (
+        "a program running its own shell script",
+        exec_event("/bin/sh", "/srv/app/cron.sh", "60", exe="/usr/bin/dash", parent=PYTHON_PARENT),
+    ),
+    ("a note copied to another host", exec_event("scp", "-q", "/srv/notes.txt", "root@h2:/srv/copied.txt")),
+    ("a report synced", exec_event("rsync", "-a", "report-2026.csv", "backup:/reports/")),
     ("ssh using its key", exec_event("ssh", "-i", "/home/u/.ssh/id_rsa", "host")),
     ("public key read", exec_event("cat", "/home/u/.ssh/id_rsa.pub")),
     ("base64 encoding", exec_event("base64", "/tmp/f")),
@@ -322,3 +350,13 @@ def test_engine_publishes_what_validation_needs(engine: Engine) -> None:
     assert {"exec", "file_write", "file_delete", "connect"} <= engine.consumed_actions
     # No built-in rule reads process lifecycle events: a builtin-only ability stays missed_no_telemetry.
     assert not {"fork", "exit", "loss"} & engine.consumed_actions
+
+
+def test_a_version_manager_rehashing_its_shims_is_suppressed_with_its_reason(fresh_engine: Engine) -> None:
+    rehash = {
+        "process.parent.executable": "/usr/bin/bash",
+        "process.parent.command_line": "bash /root/.pyenv/libexec/pyenv-rehash",
+    }
+    alerts = fresh_engine.process(exec_event("chmod", "+x", "/root/.pyenv/shims/.pyenv-shim", parent=rehash))
+    assert alerts
+    assert all(a.suppressed_by and a.suppressed_by.entry_id == "version-manager-shims" for a in alerts)

@@ -194,3 +194,32 @@ correlation: {type: event_count, rules: [base], group-by: [host.name], timespan:
     loud = Engine.load(rule_paths=[tmp_path], include_builtin=False)
     assert loud.mapped_techniques == {"T1033", "T1087.001"}
     assert [a.title for a in run(loud, [exec_event("whoami")])] == ["base"]
+
+
+@pytest.mark.parametrize(
+    ("reader", "fires"),
+    [
+        (("ssh", "-i", "/root/.ssh/id_ed25519", "-p", "2222", "root@127.0.0.1", "uptime"), False),
+        (("scp", "-i", "/root/.ssh/id_ed25519", "/srv/notes.txt", "root@h2:/srv/"), False),
+        (
+            ("scp", "-i", "/root/.ssh/id_ed25519", "/root/.ssh/id_rsa", "u@h2:/tmp/"),
+            True,
+        ),  # the key is the cargo
+        (("cat", "/root/.ssh/id_rsa"), True),
+        (("cp", "/etc/shadow", "/tmp/s"), True),
+    ],
+)
+def test_collect_archive_send_leaves_an_ssh_client_using_its_own_identity(
+    reader: tuple[str, ...], fires: bool
+) -> None:
+    engine = Engine.load(include_builtin=True)
+    read = exec_event(*reader)
+    read.fields["@timestamp"] = 10.0
+    archive = exec_event("tar", "czf", "/tmp/a.tgz", "/srv")
+    archive.fields["@timestamp"] = 11.0
+    send = proc_event("connect", "/usr/bin/curl", **{"destination.ip": "127.0.0.1", "destination.port": 8080})
+    send.fields["@timestamp"] = 12.0
+    for ev in (read, archive, send):
+        ev.fields["host.name"] = "h1"
+    found = "Credentials Collected, Archived, then Sent Out" in titles(run(engine, [read, archive, send]))
+    assert found is fires, reader
