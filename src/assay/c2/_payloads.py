@@ -129,9 +129,15 @@ class PayloadStore:
         """An agent's upload: ``<uploads>/<paw>/<name>``, never overwriting."""
         name = safe_name(name, "filename")
         directory = self.uploads / safe_name(paw, "paw")
-        directory.mkdir(parents=True, exist_ok=True)
+        misplaced = Refused("upload directory is not where it should be", Source(agent=paw), status=403)
+        if directory.is_symlink():  # planted, dangling or not: mkdir on a dangling link raised (a 500)
+            raise misplaced
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:  # a file, not a directory, has the agent's name
+            raise misplaced from exc
         if directory.resolve().parent != self.uploads:
-            raise Refused("upload directory is not where it should be", Source(agent=paw), status=403)
+            raise misplaced
         if (directory / name).exists():
             raise Refused(f"{name!r} was uploaded already by this agent", Source(agent=paw), status=409)
         _write_new(directory, name, data, replace=False)
