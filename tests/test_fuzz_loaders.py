@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from assay.content import load_paths
+from assay.detection._allowlist import load_allowlists
 from assay.detection._loader import load_rules
 from assay.errors import ErrorCollector
 from assay.yaml_limits import MAX_DEPTH
@@ -218,6 +219,23 @@ def check_sigma(tmp: Path, text: str) -> None:
         assert rule.info.file == str(path) and rule.info.line
 
 
+ALLOWLIST = {
+    "allowlist": [
+        {"id": "pkg", "reason": "package managers", "executable": ["/usr/bin/dpkg", "/usr/bin/apt*"]},
+        {"id": "cron", "reason": "cron", "parent_executable": "/usr/sbin/cron", "rules": ["r1"]},
+    ]
+}
+
+
+def check_allowlist(tmp: Path, text: str) -> None:
+    path = _write(tmp, text)
+    errors = ErrorCollector()
+    with no_hang():
+        load_allowlists([path], errors)
+    for error in errors:
+        says_where(error, str(path))
+
+
 def dump(doc: Any) -> str:
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
@@ -234,6 +252,7 @@ def test_yaml_bombs_are_refused_quickly_and_in_bounded_memory(tmp: Path, name: s
     try:
         check_content(tmp, text)
         check_sigma(tmp, text)
+        check_allowlist(tmp, text)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -259,6 +278,7 @@ def test_bombs_are_refused_with_what_and_where(tmp: Path) -> None:
 def test_bad_scalars_are_errors_at_their_line(tmp: Path, text: str) -> None:
     check_content(tmp, text)
     check_sigma(tmp, text)
+    check_allowlist(tmp, text)
 
 
 def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp: Path) -> None:
@@ -280,6 +300,8 @@ def test_the_valid_bases_load(tmp: Path) -> None:
     errors = ErrorCollector()
     rules = load_rules([_write(tmp, dump(SIGMA) + "---\n" + dump(CORRELATION))], errors)
     assert not errors and [r.info.supported for r in rules] == [True, True], [str(e) for e in errors]
+    allow = load_allowlists([_write(tmp, dump(ALLOWLIST))], errors)
+    assert not errors and len(allow) == 2, [str(e) for e in errors]
 
 
 SETTINGS = settings(
@@ -341,3 +363,10 @@ yaml_text = st.lists(st.sampled_from(_TOKENS) | st.text(max_size=5), max_size=40
 def test_arbitrary_yaml_text_loads_or_says_where(tmp: Path, text: str) -> None:
     check_content(tmp, text)
     check_sigma(tmp, text)
+    check_allowlist(tmp, text)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_mutated_allowlists_load_or_say_where(tmp: Path, data: Any) -> None:
+    check_allowlist(tmp, dump(mutate(data, ALLOWLIST, ["id", "reason", "rules", "executable", "allowlist"])))
