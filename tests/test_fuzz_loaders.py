@@ -316,6 +316,7 @@ SETTINGS = settings(
 @example(
     data=None, base={"id": "x", "technique_id": "T1082", "platforms": {"linux": {"sh": {"command": 1e400}}}}
 )
+@example(data=None, base=0)  # a scalar document: an error without a line
 def test_mutated_caldera_and_atomic_content_loads_or_says_where(tmp: Path, data: Any, base: Any) -> None:
     doc = base if data is None else mutate(data, base, KEYS)
     check_content(tmp, dump(doc))
@@ -323,9 +324,12 @@ def test_mutated_caldera_and_atomic_content_loads_or_says_where(tmp: Path, data:
 
 @SETTINGS
 @given(data=st.data(), base=st.sampled_from([SIGMA, CORRELATION]))
+@example(data=None, base={**SIGMA, "title": ["a list"]})  # AttributeError inside pySigma
+@example(data=None, base={**SIGMA, "id": []})  # AttributeError inside pySigma
+@example(data=None, base={**CORRELATION, "correlation": {**CORRELATION["correlation"], "type": []}})
 def test_mutated_sigma_rules_load_or_say_where(tmp: Path, data: Any, base: Any) -> None:
-    doc = mutate(data, base, KEYS)
-    text = dump(doc) if base is SIGMA else dump(SIGMA) + "---\n" + dump(doc)
+    doc = base if data is None else mutate(data, base, KEYS)
+    text = dump(doc) if "correlation" not in base else dump(SIGMA) + "---\n" + dump(doc)
     check_sigma(tmp, text)
 
 

@@ -111,6 +111,7 @@ def test_deeply_nested_beacons_are_refused_by_field(body: bytes) -> None:
 @example(body=b64(b"[" * 3000))
 @example(body=b64(b'{"paw": "\\u0000\\ud800"}'))
 @example(body=b" \n\t")
+@example(body=b64({"": None}))  # an unknown field with an empty name: an error naming no field
 def test_arbitrary_beacon_bytes_decode_or_name_the_field(body: bytes) -> None:
     check_beacon(body)
 
