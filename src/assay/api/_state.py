@@ -30,7 +30,7 @@ from assay.c2 import (
 )
 from assay.content import LoadResult, content_payload_dirs, load_builtin
 from assay.emulation import Agent, Link, OperationService, Result
-from assay.storage import C2Records, Store, sqlite_url
+from assay.storage import C2Records, Store, private_dir, sqlite_url
 
 API_KEY = "api_key"  # the admin key's credential name; other keys are "key:<role>:<name>"
 KEY_PREFIX = "key:"
@@ -190,7 +190,7 @@ def settle_credential(store: Store, name: str, given: str | None) -> tuple[str, 
 
 
 def open_state(config: ServerConfig) -> ServerState:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     store = Store.open(config.database_url)
     records = C2Records(store.db)
     content = load_builtin(config.content_paths)

@@ -120,6 +120,24 @@ def invalid_unicode(value: Any, where: str = "body") -> str | None:
     return None
 
 
+_MAX_DEPTH = 16  # a Sandcat profile nests three levels (proxy_receivers → protocol → addresses)
+
+
+def _too_deep(value: Any) -> str | None:
+    """The top-level field under which decoded JSON nests deeper than :data:`_MAX_DEPTH`, or ``None``
+    (checked before anything walks the data recursively, as ``json.dumps`` does)."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "body")]
+    while stack:
+        item, depth, top = stack.pop()
+        if depth > _MAX_DEPTH:
+            return top
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1, (str(k)[:64] or top) if depth == 0 else top) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1, top) for v in item)
+    return None
+
+
 def _text(value: Any, where: str, limit: int) -> str:
     if not isinstance(value, str):
         raise _bad(f"must be a string, got {type(value).__name__}", where)
@@ -209,6 +227,10 @@ def decode_beacon(body: bytes) -> Beacon:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _bad(f"the beacon is not JSON: {exc}"[:300], "body") from exc
+    except RecursionError as exc:  # json's own bound on nesting: 4 MiB of "[" is a valid-looking start
+        raise _bad(f"the beacon nests deeper than {_MAX_DEPTH} levels", "body") from exc
+    if (deep := _too_deep(data)) is not None:
+        raise _bad(f"nests deeper than {_MAX_DEPTH} levels", deep)
     if not isinstance(data, dict):
         raise _bad(
             f"the beacon must be a JSON object (the agent's profile), got {type(data).__name__}", "body"
@@ -221,7 +243,8 @@ def _profile(data: Mapping[str, Any]) -> Beacon:
     if unknown:
         shown = ", ".join(repr(u[:64]) for u in unknown[:5])
         raise _bad(
-            f"unknown field(s) {shown} in the beacon profile (not a Caldera agent field)", unknown[0][:64]
+            f"unknown field(s) {shown} in the beacon profile (not a Caldera agent field)",
+            unknown[0][:64] or "body",  # an empty key names no field: the body is where it is
         )
     values = {name: _text(data[name], name, limit) for name, limit in _STRING_FIELDS.items() if name in data}
     paw = data.get("paw")

@@ -62,7 +62,7 @@ class PayloadStore:
             raise ValueError("at least one payload directory is needed")
         self.roots = [r.resolve() for r in roots]
         self.uploads = uploads.resolve()
-        self.roots[0].mkdir(parents=True, exist_ok=True)
+        _private_dir(self.roots[0])
         self._digests: dict[Path, tuple[int, int, str]] = {}
         self._lock = threading.Lock()
 
@@ -129,13 +129,28 @@ class PayloadStore:
         """An agent's upload: ``<uploads>/<paw>/<name>``, never overwriting."""
         name = safe_name(name, "filename")
         directory = self.uploads / safe_name(paw, "paw")
-        directory.mkdir(parents=True, exist_ok=True)
+        misplaced = Refused("upload directory is not where it should be", Source(agent=paw), status=403)
+        if directory.is_symlink():  # planted, dangling or not: mkdir on a dangling link raised (a 500)
+            raise misplaced
+        try:
+            _private_dir(self.uploads)
+            _private_dir(directory)
+        except FileExistsError as exc:  # a file, not a directory, has the agent's name
+            raise misplaced from exc
         if directory.resolve().parent != self.uploads:
-            raise Refused("upload directory is not where it should be", Source(agent=paw), status=403)
+            raise misplaced
         if (directory / name).exists():
             raise Refused(f"{name!r} was uploaded already by this agent", Source(agent=paw), status=409)
         _write_new(directory, name, data, replace=False)
         return directory / name
+
+
+def _private_dir(path: Path) -> None:
+    """Payload and upload directories are the server's alone: 0700 when created here, whatever the umask
+    (mkdir's mode goes through it). Files in them come from ``mkstemp``: 0600."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
 
 
 def _write_new(directory: Path, name: str, data: bytes, *, replace: bool) -> None:

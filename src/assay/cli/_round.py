@@ -35,7 +35,7 @@ from assay.content import load_builtin
 from assay.detection import Engine
 from assay.errors import AssayError, ConfigError
 from assay.sandbox import find_pids
-from assay.storage import RoundRecord, Store, sqlite_url
+from assay.storage import RoundRecord, Store, private_dir, sqlite_url
 from assay.validation import RoundReport, alert_links, digest_files, round_inputs, validate
 
 # "Linux full validation": every safe built-in ability (content/data/adversaries/linux-full-validation.yml).
@@ -213,7 +213,7 @@ class LocalRound:
 
     def run(self) -> RoundResult:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.data_dir)  # the round's database and logs: 0700 (assay.storage._private)
         started = time.time()
         try:
             server, url = self._start_server()

@@ -30,7 +30,7 @@ from assay.cli._round import SETTLE_SECONDS, LocalRound, RoundConfig
 from assay.errors import AssayError, ConfigError
 from assay.events import entity_id
 from assay.plugins import hookimpl
-from assay.storage import Store, sqlite_url
+from assay.storage import Store, private_dir, sqlite_url
 from assay.validation import BaselineReport, RuleRate, baseline_report
 from assay.workload import SETUP_STEP
 
@@ -72,7 +72,7 @@ class BaselineRound(LocalRound):
         on_tick: Any = lambda elapsed: None,
     ) -> BaselineReport:
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.data_dir)
         records_path = cfg.data_dir / "workload.jsonl"
         try:
             server, url = self._start_server()

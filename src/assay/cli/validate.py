@@ -39,7 +39,7 @@ from assay.content import Ability, Safety, load_paths
 from assay.errors import AssayError, AttackError, ConfigError
 from assay.plugins import hookimpl
 from assay.reports import write_reports
-from assay.storage import normalize_url
+from assay.storage import normalize_url, private_dir
 from assay.validation import RoundDelta, RoundReport, compare
 
 EXIT_REGRESSION = 3
@@ -267,7 +267,7 @@ def _plan(
         raise ConfigError(f"--allow {bad[0]!r}: only 'disruptive' (destructive procedures need --sandbox)")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir = (data_dir or Path(".assay") / "rounds" / f"validate-{stamp}").resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)
     paths = list(content or [])
     overrides = _overrides(list(safety or []))
     if overrides:

@@ -154,10 +154,16 @@ def _load_file(path: Path, result: LoadResult) -> None:
                             "(Assay runs atomic, batch, buckets, look_ahead and guided)", definition.origin)
             )  # fmt: skip
     else:
-        line = doc.line if isinstance(doc, YMap | YList) else None
+        # A scalar or empty document is the whole file: point at its first line.
+        line = doc.line if isinstance(doc, YMap | YList) else 1
+        got = (
+            ""
+            if isinstance(doc, YMap | YList)
+            else f" (got {'nothing' if doc is None else type(doc).__name__})"
+        )
         raise ContentError(
             "not Caldera content (nor Atomic Red Team): expected a list of abilities, an adversary with "
-            "'atomic_ordering', a fact source, or an atomic with 'atomic_tests'",
+            f"'atomic_ordering', a fact source, or an atomic with 'atomic_tests'{got}",
             Source(file=name, line=line),
         )
 

@@ -14,6 +14,7 @@ import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from assay.errors import ContentError, Source
+from assay.yaml_limits import BoundedLoader, describe, read_yaml_text
 
 
 class YMap(dict[str, Any]):
@@ -36,8 +37,8 @@ class YList(list[Any]):
         return self.item_lines[index] if 0 <= index < len(self.item_lines) else self.line
 
 
-class _LineLoader(yaml.SafeLoader):
-    pass
+class _LineLoader(BoundedLoader):
+    pass  # bounded depth, aliases and scalars: see assay.yaml_limits
 
 
 def _construct_map(loader: _LineLoader, node: MappingNode) -> YMap:
@@ -67,35 +68,23 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 
 def load_yaml(text: str, name: str) -> Any:
     """Parse one YAML document; a syntax error becomes a :class:`ContentError` at the offending line."""
+    loader: _LineLoader | None = None
     try:
         # Inside the try: the loader's reader checks the whole text for characters YAML does not allow.
         loader = _LineLoader(text)
-    except yaml.YAMLError as exc:
-        raise ContentError(f"malformed YAML: {exc}", Source(file=name)) from exc
-    try:
         node = loader.get_single_node()
         if node is None:
             return None
         if not isinstance(node, MappingNode | SequenceNode | ScalarNode):
             raise ContentError("unsupported YAML node", Source(file=name, line=node.start_mark.line + 1))
         return loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ContentError(
-            f"malformed YAML: {exc.problem or exc.context}", Source(file=name, line=line)
-        ) from exc
     except yaml.YAMLError as exc:
-        raise ContentError(f"malformed YAML: {exc}", Source(file=name)) from exc
+        message, line = describe(exc, text)
+        raise ContentError(f"malformed YAML: {message}", Source(file=name, line=line)) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ContentError(f"not UTF-8 text (byte {exc.start})", Source(file=str(path))) from exc
-    except OSError as exc:
-        raise ContentError(f"cannot read: {exc.strerror}", Source(file=str(path))) from exc
-    return load_yaml(text, str(path))
+    return load_yaml(read_yaml_text(path, ContentError), str(path))

@@ -30,6 +30,7 @@ import yaml
 
 from assay.errors import DetectionError, ErrorCollector, Source
 from assay.events import Event, Suppression
+from assay.yaml_limits import BoundedLoader, describe, read_yaml_text
 
 # criterion name → event fields it reads (any of them may match)
 CRITERIA: dict[str, tuple[str, ...]] = {
@@ -121,21 +122,18 @@ def load_allowlists(paths: Iterable[str | Path], errors: ErrorCollector) -> Allo
     for p in paths:
         path = Path(p)
         with errors.capture():
+            text = read_yaml_text(path, DetectionError)
+            loader: BoundedLoader | None = None
             try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise DetectionError(
-                    f"cannot read allowlist: {exc.strerror}", Source(file=str(path))
-                ) from exc
-            try:
-                root = yaml.compose(text, Loader=yaml.SafeLoader)
-                data = yaml.safe_load(text)
+                loader = BoundedLoader(text)  # bounded like rule files: alias bombs, depth, bad scalars
+                root = loader.get_single_node()
+                data = loader.construct_document(root) if root is not None else None
             except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = mark.line + 1 if mark is not None else None
-                raise DetectionError(
-                    f"invalid YAML: {getattr(exc, 'problem', exc)}", Source(str(path), line)
-                ) from exc
+                message, line = describe(exc, text)
+                raise DetectionError(f"invalid YAML: {message}", Source(str(path), line)) from exc
+            finally:
+                if loader is not None:
+                    loader.dispose()
             if not isinstance(data, dict) or not isinstance(data.get("allowlist"), list):
                 raise DetectionError(
                     "an allowlist file is a mapping with an 'allowlist' list", Source(str(path), 1)

@@ -23,6 +23,7 @@ from assay.detection._compiler import compile_rule
 from assay.detection._ir import Node, action_bound
 from assay.detection._pipeline import Unmappable, assay_pipeline
 from assay.errors import AttackError, DetectionError, ErrorCollector, RuleUnsupported, Source
+from assay.yaml_limits import BoundedLoader, describe, read_yaml_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,24 +91,25 @@ class _Document:
 
 
 def read_documents(path: Path) -> list[_Document]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DetectionError(f"cannot read rule file: {exc}", Source(file=str(path))) from exc
-    try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-        datas = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise DetectionError(
-            f"invalid YAML: {getattr(exc, 'problem', exc)}", Source(str(path), line)
-        ) from exc
+    text = read_yaml_text(path, DetectionError)
     docs: list[_Document] = []
-    for node, data in zip(nodes, datas, strict=True):
-        if node is None or data is None:
-            continue
-        docs.append(_Document(data, node.start_mark.line + 1, dict(_line_index(node))))
+    loader: BoundedLoader | None = None
+    try:
+        # Compose each document once, bounded (alias bombs, depth), and construct the data from its nodes.
+        loader = BoundedLoader(text)
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            data = loader.construct_document(node)
+            if data is not None:
+                docs.append(_Document(data, node.start_mark.line + 1, dict(_line_index(node))))
+    except yaml.YAMLError as exc:
+        message, line = describe(exc, text)
+        raise DetectionError(f"invalid YAML: {message}", Source(str(path), line)) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
     return docs
 
 
@@ -159,6 +161,47 @@ def _sigma_message(exc: SigmaError) -> str:
     return text.split(" in rule ")[0] if " in rule " in text else text
 
 
+# Top-level Sigma fields and the YAML shapes pySigma expects of them. pySigma calls str methods on what it
+# takes for strings, so a list where a title goes is an AttributeError inside it, not a SigmaError.
+_TEXT_FIELDS = ("title", "id", "name", "status", "description", "author", "level", "license", "related")
+_LIST_FIELDS = ("tags", "references", "falsepositives", "fields")
+_MAP_FIELDS = ("logsource", "detection", "correlation")
+
+
+def _check_shape(data: dict[str, Any], doc: _Document, src: Source) -> None:
+    def refuse(key: str, wanted: str) -> DetectionError:
+        got = type(data[key]).__name__
+        line = doc.lines.get((str(key),), doc.line)
+        return DetectionError(f"'{key}' must be {wanted}, got {got}", src.with_(line=line, field=str(key)))
+
+    for key in _TEXT_FIELDS:
+        if key in data and key != "related" and isinstance(data[key], dict | list | bool):
+            raise refuse(key, "a string")
+    for key in _LIST_FIELDS:
+        value = data.get(key)
+        if value is not None and (
+            not isinstance(value, list) or any(isinstance(v, dict | list) for v in value)
+        ):
+            raise refuse(key, "a list of strings")
+    for key in _MAP_FIELDS:
+        if key in data and not isinstance(data[key], dict):
+            raise refuse(key, "a mapping")
+    if isinstance(data.get("logsource"), dict) and any(
+        isinstance(v, dict | list) for v in data["logsource"].values()
+    ):
+        raise refuse("logsource", "a mapping of strings (product, category, service)")
+    corr = data.get("correlation")
+    if isinstance(corr, dict):
+        for key in ("type", "timespan", "generate"):
+            if isinstance(corr.get(key), dict | list):
+                field = f"correlation.{key}"
+                line = doc.lines.get(("correlation", key), doc.line)
+                raise DetectionError(
+                    f"'{field}' must be a single value, got {type(corr[key]).__name__}",
+                    src.with_(line=line, field=field),
+                )
+
+
 def load_document(path: Path, doc: _Document, index: int) -> LoadedRule:
     """Parse, map and compile one YAML document. Raises DetectionError for a document that is not Sigma."""
     src = Source(file=str(path), line=doc.line)
@@ -168,6 +211,7 @@ def load_document(path: Path, doc: _Document, index: int) -> LoadedRule:
     src = src.with_(rule=rid)
     if not isinstance(data, dict):
         raise DetectionError("a Sigma rule must be a YAML mapping", src)
+    _check_shape(data, doc, src)
     location = SigmaRuleLocation(path, doc.line)
     try:
         if "correlation" in data:
@@ -181,6 +225,13 @@ def load_document(path: Path, doc: _Document, index: int) -> LoadedRule:
             parsed = SigmaRule.from_dict(data, source=location)
     except SigmaError as exc:
         raise DetectionError(f"pySigma rejects the rule: {_sigma_message(exc)}", src) from exc
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+        # pySigma's parsing assumes shapes it does not check (a list where it reads a string, deeper down
+        # than _check_shape looks): its crash on this document is this document's error, never the loader's.
+        raise DetectionError(
+            f"pySigma cannot read the rule (a field of the wrong type?): {type(exc).__name__}: {exc}"[:300],
+            src,
+        ) from exc
     techniques = _techniques(parsed.tags or [], src)
     title = str(parsed.title or "")
     level = parsed.level.name.lower() if parsed.level else ""

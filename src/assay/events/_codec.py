@@ -11,6 +11,7 @@ On disk an event looks like::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,26 @@ from typing import IO, Any
 
 from assay.errors import EventError, Source
 from assay.events._model import Alert, Event, Suppression
+
+# A recorded event nests a few levels (process.parent.pid); JSON Lines comes from files and from the network.
+MAX_DEPTH = 32
+# Longer lines are refused as they are read: a file without newlines must not be read whole into memory.
+MAX_LINE_CHARS = 16 * 1024 * 1024
+# datetime's range (years 1 to 9999): a timestamp outside it cannot be written back.
+_MIN_TS, _MAX_TS = -62135596800.0, 253402300799.0
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def flatten(nested: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -53,8 +74,18 @@ def format_timestamp(ts: float) -> str:
 
 
 def parse_timestamp(value: Any) -> float:
+    ts = _timestamp(value)
+    if not (math.isfinite(ts) and _MIN_TS <= ts <= _MAX_TS):
+        raise EventError(f"@timestamp {str(value)[:40]!r} is out of range (years 1 to 9999)")
+    return ts
+
+
+def _timestamp(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError as exc:  # an integer too large for a float
+            raise EventError(f"@timestamp {str(value)[:40]!r} is out of range (years 1 to 9999)") from exc
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -64,7 +95,7 @@ def parse_timestamp(value: Any) -> float:
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise EventError(f"@timestamp {value!r} is neither ISO 8601 nor epoch seconds") from exc
+            raise EventError(f"@timestamp {value[:60]!r} is neither ISO 8601 nor epoch seconds") from exc
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         return dt.timestamp()
@@ -80,6 +111,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 def event_from_dict(data: Any) -> Event:
     if not isinstance(data, dict):
         raise EventError(f"an event must be a JSON object, got {type(data).__name__}")
+    if _too_deep(data):
+        raise EventError(f"an event must not nest deeper than {MAX_DEPTH} levels")
     flat = flatten(data)
     if "@timestamp" not in flat:
         raise EventError("missing '@timestamp'")
@@ -98,18 +131,48 @@ def loads(line: str) -> Event:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise EventError(f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:  # json's own bound on nesting ([[[[...)
+        raise EventError(f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from exc
     return event_from_dict(data)
 
 
 def read_jsonl(path: str | Path) -> Iterator[Event]:
     """Yield the events of a JSON Lines file; a bad line raises :class:`EventError` naming file:line."""
     p = Path(path)
-    with p.open(encoding="utf-8") as fh:
+    with _open(p) as fh:
         yield from iter_jsonl(fh, str(p))
 
 
-def iter_jsonl(stream: IO[str], name: str = "<stream>") -> Iterator[Event]:
-    for lineno, line in enumerate(stream, 1):
+def _open(path: Path) -> IO[bytes]:
+    # Binary: each line is decoded alone, so a byte that is not UTF-8 is reported at its own line.
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise EventError(f"cannot read: {exc.strerror or exc}", Source(file=str(path))) from exc
+
+
+def _lines(stream: IO[str] | IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """Numbered lines, each at most :data:`MAX_LINE_CHARS` long (a file without newlines is never read
+    whole); bytes that are not UTF-8 are an error at their line."""
+    lineno = 0
+    while True:
+        lineno += 1
+        try:
+            raw = stream.readline(MAX_LINE_CHARS + 1)
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            raise EventError(f"not UTF-8 text: {exc.reason}", Source(file=name, line=lineno)) from exc
+        if not line:
+            return
+        if len(raw) > MAX_LINE_CHARS:
+            raise EventError(
+                f"line is longer than {MAX_LINE_CHARS} characters", Source(file=name, line=lineno)
+            )
+        yield lineno, line
+
+
+def iter_jsonl(stream: IO[str] | IO[bytes], name: str = "<stream>") -> Iterator[Event]:
+    for lineno, line in _lines(stream, name):
         if not line.strip():
             continue
         try:
@@ -148,6 +211,16 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
 def alert_from_dict(data: Any) -> Alert:
     if not isinstance(data, dict):
         raise EventError(f"an alert must be a JSON object, got {type(data).__name__}")
+    if not isinstance(data.get("rule"), dict):
+        raise EventError(f"alert 'rule' must be an object, got {type(data.get('rule')).__name__}")
+    for key, kind in (("process", dict), ("host", dict), ("suppressed_by", dict)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise EventError(f"alert '{key}' must be an object, got {type(data[key]).__name__}")
+    for key in ("techniques", "events"):
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise EventError(f"alert '{key}' must be a list, got {type(data[key]).__name__}")
+    if isinstance(data.get("process"), dict) and not isinstance(data["process"].get("lineage") or [], list):
+        raise EventError("alert 'process.lineage' must be a list")
     try:
         rule = data["rule"]
         proc = data.get("process") or {}
@@ -178,13 +251,15 @@ def dumps_alert(alert: Alert) -> str:
 
 def read_alerts_jsonl(path: str | Path) -> Iterator[Alert]:
     p = Path(path)
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with _open(p) as fh:
+        for lineno, line in _lines(fh, str(p)):
             if not line.strip():
                 continue
             try:
                 yield alert_from_dict(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise EventError(f"invalid JSON: {exc.msg}", Source(file=str(p), line=lineno)) from exc
+            except RecursionError as exc:
+                raise EventError("invalid JSON: nested too deeply", Source(file=str(p), line=lineno)) from exc
             except EventError as exc:
                 raise EventError(exc.message, Source(file=str(p), line=lineno)) from exc

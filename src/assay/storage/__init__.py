@@ -7,6 +7,7 @@
 
 from assay.storage._c2 import C2Records
 from assay.storage._database import Database, normalize_url, sqlite_url
+from assay.storage._private import private_dir, private_file
 from assay.storage._rounds import RoundRecord
 from assay.storage._store import OperationRecord, Store
 
@@ -17,5 +18,7 @@ __all__ = [
     "RoundRecord",
     "Store",
     "normalize_url",
+    "private_dir",
+    "private_file",
     "sqlite_url",
 ]

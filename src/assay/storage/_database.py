@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from assay.errors import StorageError
+from assay.storage._private import private_dir, private_file
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -32,6 +33,18 @@ def normalize_url(url: str) -> str:
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'assay.db').resolve()}"
+
+
+def _private_sqlite(path: Path) -> None:
+    """The database file exists, 0600, before SQLite opens it (SQLite would create it 0644), and so do the
+    -wal and -shm files left by an earlier run; new ones get the database file's mode from SQLite."""
+    try:
+        private_dir(path.parent)
+        private_file(path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            private_file(path.with_name(path.name + suffix), create=False)
+    except OSError as exc:
+        raise StorageError(f"cannot create the database file {path}: {exc.strerror or exc}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
@@ -57,7 +70,7 @@ class Database:
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite(Path(parsed.database))
             kwargs["connect_args"] = {"check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
