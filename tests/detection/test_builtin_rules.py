@@ -360,3 +360,26 @@ def test_a_version_manager_rehashing_its_shims_is_suppressed_with_its_reason(fre
     alerts = fresh_engine.process(exec_event("chmod", "+x", "/root/.pyenv/shims/.pyenv-shim", parent=rehash))
     assert alerts
     assert all(a.suppressed_by and a.suppressed_by.entry_id == "version-manager-shims" for a in alerts)
+
+
+@pytest.mark.parametrize(
+    ("technique", "temporary", "target"),
+    [
+        ("T1548.003", "/etc/sedAb12Cd", "/etc/sudoers"),  # sed -i writes a temporary file, then renames it
+        ("T1546.004", "/root/.bashrc.swp", "/root/.bashrc"),
+        ("T1543.002", "/etc/systemd/system/.x.service.tmp", "/etc/systemd/system/x.service"),
+    ],
+)
+def test_a_file_renamed_over_its_target_is_a_write_of_the_target(
+    fresh_engine: Engine, technique: str, temporary: str, target: str
+) -> None:
+    sed = ["sed", "-i", "s/a/b/", target]
+    rename = proc_event(
+        "file_rename", "/usr/bin/sed", sed, **{"file.path": temporary, "file.target_path": target}
+    )
+    alerts = fresh_engine.process(rename)
+    assert technique in {t for a in alerts for t in a.techniques}
+    assert all(a.events == (rename,) for a in alerts)
+    # The same rename to a harmless name is nothing.
+    other = {"file.path": temporary, "file.target_path": "/srv/app/notes.txt"}
+    assert fresh_engine.process(proc_event("file_rename", "/usr/bin/sed", sed, **other)) == []

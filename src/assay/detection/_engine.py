@@ -58,6 +58,9 @@ class _Bucket:
     plan: list[tuple[RuleInfo | None, tuple[tuple[Correlation, str], ...]]]
 
 
+RENAME, WRITE = "file_rename", "file_write"
+
+
 class Engine:
     """Sigma rules compiled to Python, with correlation and allowlists. See :meth:`load`."""
 
@@ -88,6 +91,8 @@ class Engine:
         for r in self._active:
             if r.actions is not None:
                 consumed |= r.actions
+        if WRITE in consumed:
+            consumed.add(RENAME)  # the file-write rules see renames too (see _rename)
         self.consumed_actions: frozenset[str] = frozenset(consumed)
 
     @classmethod
@@ -238,9 +243,14 @@ class Engine:
         if bucket is None:
             bucket = self._build_bucket(action if isinstance(action, str) else str(action))
         hits = bucket.matcher(f)
+        if action == RENAME and f.get("file.target_path"):
+            return self._rename(event, bucket, hits)
         if not hits:
             return []
-        alerts: list[Alert] = []
+        return self._raise(event, bucket, hits, [])
+
+    def _raise(self, event: Event, bucket: _Bucket, hits: Iterable[int], alerts: list[Alert]) -> list[Alert]:
+        f = event.fields
         plan = bucket.plan
         hit: Hit | None = None
         for i in hits:
@@ -254,6 +264,20 @@ class Engine:
                     for fired in corr.on_hit(key, hit):
                         self._fired(corr, fired, alerts)
         return alerts
+
+    def _rename(self, event: Event, bucket: _Bucket, hits: list[int]) -> list[Alert]:
+        """A rename onto a path writes that path: ``sed -i``, editors and installers write a temporary file
+        and rename it over the target. So the file-write rules (``file_event``) also see the rename, as a
+        write of its new name; the alert's evidence is the rename itself."""
+        alerts = self._raise(event, bucket, hits, [])
+        f = event.fields
+        written = {**f, "event.action": WRITE, "file.path": f["file.target_path"]}
+        writes = self._buckets.get(WRITE) or self._build_bucket(WRITE)
+        # Rules that take renames (or every action) have already seen this event as it is.
+        fresh = [
+            i for i in writes.matcher(written) if (acts := writes.rules[i].actions) and RENAME not in acts
+        ]
+        return self._raise(event, writes, fresh, alerts) if fresh else alerts
 
     def _feed(self, ref: str, hit: Hit, alerts: list[Alert]) -> None:
         for corr, key in self._subscribers.get(ref, ()):
