@@ -106,6 +106,15 @@ POSITIVE: list[tuple[str, Event]] = [
     ("T1570", exec_event("scp", "-i", "k", "./linpeas.sh", "admin@web01:")),
     ("T1570", exec_event("rsync", "-a", "/usr/local/bin/agent", "host2:/opt/")),
     ("T1570", exec_event("scp", "tools.tar.gz", "u@h:/var/tmp/")),
+    # Remote hosts the kernel already knows of; a listing from a relative start at the top of the tree.
+    ("T1018", exec_event("arp", "-a")),
+    ("T1018", exec_event("arp", "-en", exe="/usr/sbin/arp")),
+    ("T1018", exec_event("ip", "-4", "neigh", "show", exe="/usr/sbin/ip")),
+    ("T1018", exec_event("ip", "tcp_metrics", exe="/usr/bin/ip")),
+    ("T1018", exec_event("awk", "{print $1}", "/proc/net/arp")),
+    ("T1083", exec_event("find", ".", "-name", "*.conf", **{"process.working_directory": "/"})),
+    ("T1083", exec_event("find", "-type", "f", **{"process.working_directory": "/root"})),
+    ("T1083", exec_event("ls", "-laR", **{"process.working_directory": "/home/alice"})),
     ("T1222.002", exec_event("chmod", "+x", "/tmp/payload")),
     ("T1222.002", exec_event("chmod", "0777", "/tmp/d")),
     ("T1222.002", exec_event("chmod", "o+w", "/tmp/d")),
@@ -191,6 +200,15 @@ NEAR_MISSES: list[tuple[str, Event]] = [
     ),
     ("a note copied to another host", exec_event("scp", "-q", "/srv/notes.txt", "root@h2:/srv/copied.txt")),
     ("a report synced", exec_event("rsync", "-a", "report-2026.csv", "backup:/reports/")),
+    ("an interface brought up", exec_event("ip", "link", "set", "veth0", "up", exe="/usr/sbin/ip")),
+    ("a route added", exec_event("ip", "route", "add", "10.9.0.0/16", "via", "10.0.0.1", exe="/usr/sbin/ip")),
+    ("a static ARP entry", exec_event("arp", "-s", "10.0.0.9", "00:11:22:33:44:55", exe="/usr/sbin/arp")),
+    ("flushing the neighbour cache", exec_event("ip", "neigh", "flush", "dev", "eth0", exe="/usr/sbin/ip")),
+    (
+        "find in a project directory",
+        exec_event("find", ".", "-name", "*.pyc", **{"process.working_directory": "/srv/app"}),
+    ),
+    ("ls -R of a subdirectory", exec_event("ls", "-R", "src", **{"process.working_directory": "/root"})),
     ("ssh using its key", exec_event("ssh", "-i", "/home/u/.ssh/id_rsa", "host")),
     ("public key read", exec_event("cat", "/home/u/.ssh/id_rsa.pub")),
     ("base64 encoding", exec_event("base64", "/tmp/f")),
@@ -383,3 +401,24 @@ def test_a_file_renamed_over_its_target_is_a_write_of_the_target(
     # The same rename to a harmless name is nothing.
     other = {"file.path": temporary, "file.target_path": "/srv/app/notes.txt"}
     assert fresh_engine.process(proc_event("file_rename", "/usr/bin/sed", sed, **other)) == []
+
+
+def test_a_loop_of_probes_to_many_hosts_is_a_sweep_but_a_few_hosts_are_not(fresh_engine: Engine) -> None:
+    def probe(ip: str, parent: str, ts: float) -> Event:
+        ev = proc_event(
+            "connect",
+            "/usr/bin/ping",
+            ["ping", "-c1", ip],
+            **{"destination.ip": ip, "destination.port": 1025, "network.transport": "udp"},
+        )
+        ev.fields["process.parent.entity_id"] = parent
+        ev.fields["@timestamp"] = ts
+        return ev
+
+    title = "Remote System Discovery - Processes of One Parent Reach Many Hosts"
+    few = [a.title for i in range(5) for a in fresh_engine.process(probe(f"10.1.0.{i}", "77:1", 100.0 + i))]
+    assert title not in few
+    sweep = [
+        a.title for i in range(1, 30) for a in fresh_engine.process(probe(f"10.2.0.{i}", "78:1", 200.0 + i))
+    ]
+    assert sweep.count(title) == 1
