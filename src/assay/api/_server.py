@@ -10,6 +10,7 @@ import uvicorn
 from assay.api._app import create_app
 from assay.api._http import CoalescingHttpToolsProtocol
 from assay.api._state import API_KEY, ENROL_TOKEN, ServerConfig, open_state
+from assay.api._tls import TlsFiles
 from assay.errors import ConfigError
 
 
@@ -28,7 +29,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    config: ServerConfig, host: str = "127.0.0.1", port: int = 8888, log_level: str = "warning"
+    config: ServerConfig,
+    host: str = "127.0.0.1",
+    port: int = 8888,
+    log_level: str = "warning",
+    tls: TlsFiles | None = None,
 ) -> None:
     """Start the server and block. Prints generated secrets once, then ``listening on URL``."""
     sock = bind(host, port)
@@ -59,7 +64,17 @@ def serve(
             "assay serve: --caldera-compat: Caldera's /beacon and /file/* contacts are ON; Sandcat enrols "
             f"with -server http://HOST:PORT/enrol/<token>; an agent without the token is {policy}\n"
         )
-    out.write(f"assay serve: listening on http://{shown}:{actual}\n")
+    scheme = "https" if tls else "http"
+    if tls is not None:
+        made = "generated self-signed certificate" if tls.generated else "certificate"
+        out.write(f"assay serve: TLS {made} {tls.cert} (key {tls.key})\n")
+        out.write(f"assay serve: TLS certificate sha256 {tls.fingerprint}\n")
+        token = state.generated.get(ENROL_TOKEN, "<enrol-token>")
+        out.write(
+            "assay serve: deploy an agent (it pins this certificate): assay agent deploy-command "
+            f"--server https://HOST:{actual} --tls-pin {tls.fingerprint} --enrol-token {token}\n"
+        )
+    out.write(f"assay serve: listening on {scheme}://{shown}:{actual}\n")
     out.flush()
     # Held beacons would otherwise delay a stop by up to their wait: give open requests 2 s, then close.
     # The stdlib asyncio loop, not uvloop: under 2,000 agents beaconing back to back, uvloop stopped accepting
@@ -77,6 +92,8 @@ def serve(
         timeout_keep_alive=75,  # agents keep one connection open between beacons
         proxy_headers=False,  # nothing sits in front of it; X-Forwarded-* from a local agent is not trusted
         server_header=False,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
     )
     server = uvicorn.Server(config_)
     server.run(sockets=[sock])
