@@ -70,6 +70,15 @@ def serve(
     ] = False,
     tls_cert: Annotated[Path | None, typer.Option(help="Your own PEM certificate (implies --tls).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The key of --tls-cert (PEM).")] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Open connections at most; past it the longest idle one is closed (bounded by the fd limit)."
+        ),
+    ] = 4096,
+    head_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's head (slowloris bound).")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the Assay server: REST API v2 (OpenAPI at /api/docs), agent contacts, storage."""
@@ -92,7 +101,15 @@ def serve(
             from assay.api._tls import load
 
             files = load(tls_cert, tls_key, data_dir, host)
-        run(config, host=host, port=port, log_level=log_level, tls=files)
+        run(
+            config,
+            host=host,
+            port=port,
+            log_level=log_level,
+            tls=files,
+            max_connections=max_connections,
+            head_timeout=head_timeout,
+        )
     except AssayError as exc:
         typer.echo(f"assay serve: {exc}", err=True)
         raise typer.Exit(code=2) from exc
