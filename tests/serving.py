@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ class Server:
     data_dir: Path
     process: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+    context: ssl.SSLContext | None = None  # for an https:// server (assay serve --tls)
 
     @property
     def port(self) -> int:
@@ -61,7 +63,7 @@ class Server:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         request = urllib.request.Request(self.url + path, data, sent, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=60, context=self.context) as response:
                 return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
             with exc:

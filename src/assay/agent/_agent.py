@@ -27,6 +27,7 @@ import argparse
 import fcntl
 import getpass
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -311,12 +313,72 @@ class Unauthorized(AgentError):
     """The server no longer knows our key: enrol again."""
 
 
+class PinMismatch(AgentError):
+    """The server's TLS certificate is not the one pinned: the agent refuses to talk to it."""
+
+
+def normalise_pin(pin: str) -> str:
+    """A SHA-256 fingerprint as lowercase hex, whether given as ``AB:CD:...`` or ``abcd...``."""
+    hexed = pin.replace(":", "").strip().lower()
+    if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
+        raise ValueError(f"--tls-pin {pin!r}: expected a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return hexed
+
+
+def pinned_context() -> ssl.SSLContext:
+    """TLS without the system CA store or a host name check: the pin below is the only trust there is."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def check_pin(sock: Any, pin: str, where: str) -> None:
+    """Refuse (before a byte of the request is sent) a peer whose certificate's SHA-256 is not ``pin``."""
+    der = sock.getpeercert(binary_form=True)
+    actual = hashlib.sha256(der).hexdigest() if der else "(none)"
+    if actual != pin:
+        sock.close()
+        raise PinMismatch(
+            f"{where}: the server's TLS certificate has sha256 {actual}, not the pinned {pin}; "
+            "refusing to talk to it (a different server, or one that changed its certificate)"
+        )
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    pin = ""
+
+    def connect(self) -> None:
+        super().connect()
+        check_pin(self.sock, self.pin, f"{self.host}:{self.port}")
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, pin: str) -> None:
+        super().__init__(context=pinned_context())
+        self._connection = type("PinnedConnection", (_PinnedHTTPSConnection,), {"pin": pin})
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection: Any = self._connection  # a subclass of HTTPSConnection, as do_open wants
+        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
+
+
 class HttpTransport:
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, pin: str | None = None) -> None:
         self.server = server.rstrip("/")
-        host = urllib.parse.urlsplit(self.server).hostname or ""
+        parts = urllib.parse.urlsplit(self.server)
+        host = parts.hostname or ""
         # A proxy from the environment must not capture traffic to a loopback server.
-        handlers = [urllib.request.ProxyHandler({})] if host in ("127.0.0.1", "localhost", "::1") else []
+        handlers: list[urllib.request.BaseHandler] = (
+            [urllib.request.ProxyHandler({})] if host in ("127.0.0.1", "localhost", "::1") else []
+        )
+        if pin is not None:
+            if parts.scheme != "https":
+                raise AgentError(f"--tls-pin needs an https:// server URL, not {self.server}")
+            # A pinned agent must reach the server itself: a proxy in between would present its own
+            # certificate (or tunnel), so the environment's proxies are ignored.
+            handlers = [urllib.request.ProxyHandler({}), _PinnedHTTPSHandler(pin)]
         self._opener = urllib.request.build_opener(*handlers)
 
     def _post(self, path: str, body: dict[str, Any], key: str | None, timeout: float) -> dict[str, Any]:
@@ -597,6 +659,9 @@ class Agent:
             except Stopped as exc:
                 self.log(str(exc))
                 return
+            except PinMismatch as exc:
+                self.log(str(exc))
+                raise
             except Unauthorized as exc:
                 self.log(f"{exc}; enrolling again")
                 self.key = None
@@ -633,9 +698,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--watchdog", type=float, default=0.0, help="stop after this many seconds without contact (0: never)"
     )
+    parser.add_argument(
+        "--tls-pin",
+        default=os.environ.get("ASSAY_TLS_PIN") or None,
+        help="SHA-256 fingerprint of the server's certificate (https only; printed by assay serve --tls): "
+        "the agent trusts that certificate and nothing else",
+    )
     args = parser.parse_args(argv)
     if not args.enrol_token:
         parser.error("--enrol-token (or ASSAY_ENROL_TOKEN) is required")
+    pin: str | None = None
+    if args.tls_pin:
+        try:
+            pin = normalise_pin(args.tls_pin)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if not args.server.startswith("https://"):
+            parser.error(f"--tls-pin needs an https:// server URL, not {args.server}")
     token = args.enrol_token
     workdir = Path(args.workdir).resolve() if args.workdir else Path.cwd()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -647,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runner = Runner()
     agent = Agent(
-        _Enrolling(args.server),
+        _Enrolling(args.server, pin),
         runner,
         group=args.group,
         paw=args.paw,
@@ -668,6 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         agent.run(stop)
     except SystemExit as exc:
         code = int(exc.code or 0)
+    except PinMismatch:
+        code = 3  # said why in the log; retrying would only knock on the wrong door again
     finally:
         runner.kill_all()  # never leave a command of ours running without its agent
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the deadman instructions run to the end

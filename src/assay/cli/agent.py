@@ -41,15 +41,43 @@ _FETCH = (
 )
 
 
+# With a pinned certificate: no CA store, no host name check; the connection is dropped before the request
+# (which carries the token) is sent unless the certificate's sha256 is the pin.
+_FETCH_PINNED = (
+    "import sys,ssl,hashlib,http.client as h,urllib.parse as p;"
+    "u=p.urlsplit(sys.argv[1]);c=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT);c.check_hostname=False;"
+    "c.verify_mode=ssl.CERT_NONE;k=h.HTTPSConnection(u.hostname,u.port or 443,context=c,timeout=60);"
+    "k.connect();f=hashlib.sha256(k.sock.getpeercert(True)).hexdigest();"
+    'f==sys.argv[3] or sys.exit("assay: the server certificate has sha256 "+f+'
+    '", not the pinned "+sys.argv[3]);'
+    'k.request("GET",u.path,headers={"Authorization":"Bearer "+sys.argv[2]});r=k.getresponse();'
+    'r.status==200 or sys.exit("assay: fetching the agent: HTTP %d"%r.status);'
+    "sys.stdout.buffer.write(r.read())"
+)
+
+
 def deploy_line(
-    server: str, token: str, group: str, path: str = "assay-agent.pyz", *, foreground: bool = False
+    server: str,
+    token: str,
+    group: str,
+    path: str = "assay-agent.pyz",
+    *,
+    foreground: bool = False,
+    tls_pin: str | None = None,
 ) -> str:
     """One shell line: fetch the zipapp from the server with python3 alone (no curl needed), then start it
-    (in the background, detached; or in the foreground, replacing the shell)."""
+    (in the background, detached; or in the foreground, replacing the shell). With ``tls_pin`` both the
+    fetch and the agent trust only the server certificate with that SHA-256."""
     server = server.rstrip("/")
     q = shlex.quote
-    fetch = f"python3 -c {q(_FETCH)} {q(server + '/agent/assay-agent.pyz')} {q(token)} > {q(path)}"
+    url = q(server + "/agent/assay-agent.pyz")
+    if tls_pin:
+        fetch = f"python3 -c {q(_FETCH_PINNED)} {url} {q(token)} {q(tls_pin)} > {q(path)}"
+    else:
+        fetch = f"python3 -c {q(_FETCH)} {url} {q(token)} > {q(path)}"
     start = f"env ASSAY_ENROL_TOKEN={q(token)} python3 {q(path)} --server {q(server)} --group {q(group)}"
+    if tls_pin:
+        start += f" --tls-pin {q(tls_pin)}"
     if foreground:
         return f"{fetch} && exec {start}"
     return f"{fetch} && nohup {start} >/dev/null 2>&1 &"
@@ -66,12 +94,31 @@ def deploy_command(
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run the agent in the foreground instead of detaching it.")
     ] = False,
+    tls_pin: Annotated[
+        str | None,
+        typer.Option(
+            help="SHA-256 fingerprint of the server's TLS certificate (printed by assay serve --tls); "
+            "the fetch and the agent trust that certificate only."
+        ),
+    ] = None,
 ) -> None:
     """Print a one-line command that downloads the agent from the server and starts it on another host."""
+    from assay.agent._agent import normalise_pin
+
     if not server.startswith(("http://", "https://")):
         typer.echo("assay agent deploy-command: --server must be an http:// or https:// URL", err=True)
         raise typer.Exit(code=2)
-    typer.echo(deploy_line(server, enrol_token, group, foreground=foreground))
+    pin: str | None = None
+    if tls_pin is not None:
+        if not server.startswith("https://"):
+            typer.echo("assay agent deploy-command: --tls-pin needs an https:// --server URL", err=True)
+            raise typer.Exit(code=2)
+        try:
+            pin = normalise_pin(tls_pin)
+        except ValueError as exc:
+            typer.echo(f"assay agent deploy-command: {exc}", err=True)
+            raise typer.Exit(code=2) from exc
+    typer.echo(deploy_line(server, enrol_token, group, foreground=foreground, tls_pin=pin))
 
 
 @agent_app.command(

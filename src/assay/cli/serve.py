@@ -60,6 +60,25 @@ def serve(
         list[Path] | None,
         typer.Option(help="Extra directories of payloads agents may download (after <data-dir>/payloads)."),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Serve HTTPS. Without --tls-cert/--tls-key: a self-signed certificate generated on first "
+            "use under the data dir; agents pin its sha256 (printed at start).",
+        ),
+    ] = False,
+    tls_cert: Annotated[Path | None, typer.Option(help="Your own PEM certificate (implies --tls).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The key of --tls-cert (PEM).")] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Open connections at most; past it the longest idle one is closed (bounded by the fd limit)."
+        ),
+    ] = 4096,
+    head_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's head (slowloris bound).")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the Assay server: REST API v2 (OpenAPI at /api/docs), agent contacts, storage."""
@@ -77,7 +96,20 @@ def serve(
         payload_dirs=list(payload_dir or []),
     )
     try:
-        run(config, host=host, port=port, log_level=log_level)
+        files = None
+        if tls or tls_cert is not None or tls_key is not None:
+            from assay.api._tls import load
+
+            files = load(tls_cert, tls_key, data_dir, host)
+        run(
+            config,
+            host=host,
+            port=port,
+            log_level=log_level,
+            tls=files,
+            max_connections=max_connections,
+            head_timeout=head_timeout,
+        )
     except AssayError as exc:
         typer.echo(f"assay serve: {exc}", err=True)
         raise typer.Exit(code=2) from exc
