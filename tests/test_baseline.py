@@ -58,3 +58,26 @@ def test_rates_split_by_tree_window_and_suppression() -> None:
     assert (git.runs, git.ok, git.commands, git.errors) == (2, 1, 3, ["git exited 1"])
     doc = rep.to_dict()
     assert doc["false_alerts"]["per_hour"] == round(rep.false_alert_count / 0.5, 2)
+
+
+def test_examples_and_report_rows_never_show_a_secret_given_on_a_command_line() -> None:
+    from assay.events import Event
+    from assay.validation._report import event_row
+
+    line = "python3 -m assay.agent --server http://127.0.0.1:9 --enrol-token s3cr3t-T0ken --group g"
+    ev = Event.of("exec", "ebpf", 1010.0, host="h", values={"process.command_line": line})
+    leaked = Alert(
+        rule_id="a", title="rule a", level="low", techniques=("T1000",), timestamp=1010.0,
+        lineage=("999:1", WORKLOAD), events=(ev,),
+    )  # fmt: skip
+    rep = baseline_report(
+        [leaked], workload_root=WORKLOAD, agent_root=AGENT, started=1000.0, ended=4600.0,
+        setup_started=990.0, step_records=[],
+    )  # fmt: skip
+    (rate,) = rep.false_alerts
+    assert (
+        rate.example is not None
+        and "s3cr3t" not in rate.example
+        and "--enrol-token <redacted>" in rate.example
+    )
+    assert "s3cr3t" not in event_row(ev)["detail"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assay.events import Alert
+from assay.validation._report import redact
 
 BASELINE_VERSION = 1
 
@@ -123,7 +124,7 @@ def _example(alert: Alert) -> str | None:
         line = ev.get("process.command_line")
         path = ev.get("file.path")
         if line or path:
-            return " ".join(str(x) for x in (line, path) if x)[:300]
+            return redact(" ".join(str(x) for x in (line, path) if x))[:300]
     return None
 
 

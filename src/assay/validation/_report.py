@@ -16,6 +16,7 @@ Summary definitions. Every count is a subset of the count it is a rate of:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,17 @@ def _link_dict(r: LinkResult) -> dict[str, Any]:
     }
 
 
+# Secrets given on a command line (the agent's own, or a procedure's) stay out of reports meant for CI logs.
+_SECRET_ARG = re.compile(
+    r"(--(?:enrol-token|api-key|tls-key|token|password|passwd|secret)(?:=|\s+))\S+", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret-bearing option (``--enrol-token T``) replaced."""
+    return _SECRET_ARG.sub(r"\1<redacted>", text)
+
+
 def event_row(ev: Event) -> dict[str, Any]:
     """One event as a report shows it: when, what, which process, and the one detail that says most."""
     get = ev.fields.get
@@ -146,7 +158,7 @@ def event_row(ev: Event) -> dict[str, Any]:
         "action": ev.action,
         "pid": get("process.pid"),
         "process": get("process.name") or get("process.executable"),
-        "detail": str(detail)[:300],
+        "detail": redact(str(detail))[:300],
     }
 
 
