@@ -229,3 +229,30 @@ def test_collect_archive_send_leaves_an_ssh_client_using_its_own_identity(
         ev.fields["host.name"] = "h1"
     found = "Credentials Collected, Archived, then Sent Out" in titles(run(engine, [read, archive, send]))
     assert found is fires, reader
+
+
+def test_mass_deletion_is_of_data_that_was_there_not_of_what_was_just_made() -> None:
+    title = "Mass File Deletion by One Process"
+
+    def delete(path: str, ts: float, proc: str) -> Event:
+        ev = proc_event("file_delete", "/usr/bin/rm", ["rm", "-rf", "/srv"], **{"file.path": path})
+        ev.fields["process.entity_id"] = proc
+        ev.fields["@timestamp"] = ts
+        return ev
+
+    engine = Engine.load(include_builtin=True)
+    # A build step writes 300 files, then clears them away: cleanup.
+    for i in range(300):
+        write = proc_event("file_write", "/usr/bin/cc", **{"file.path": f"/srv/build/obj/{i}.o"})
+        write.fields["@timestamp"] = 100.0 + i * 0.01
+        engine.process(write)
+    cleanup = [
+        a.title for i in range(300) for a in engine.process(delete(f"/srv/build/obj/{i}.o", 200.0, "9:1"))
+    ]
+    assert title not in cleanup
+    assert title not in [
+        a.title for a in engine.process(delete("/srv/build/obj", 200.5, "9:1"))
+    ]  # its directory
+    # The same process then deletes 300 files nobody wrote lately: destruction.
+    wiped = [a.title for i in range(300) for a in engine.process(delete(f"/srv/data/{i}.db", 201.0, "9:1"))]
+    assert wiped.count(title) == 1

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
@@ -23,6 +24,7 @@ from assay.detection._correlation import Correlation, Fired, Hit
 from assay.detection._index import IndexedMatcher
 from assay.detection._loader import LoadedRule, RuleInfo, load_rules, unsupported
 from assay.detection._pipeline import Unmappable, event_field
+from assay.detection._provenance import RecentFiles
 from assay.errors import AssayError, DetectionError, ErrorCollector, RuleUnsupported, Source
 from assay.events import Alert, Event
 
@@ -58,7 +60,8 @@ class _Bucket:
     plan: list[tuple[RuleInfo | None, tuple[tuple[Correlation, str], ...]]]
 
 
-RENAME, WRITE = "file_rename", "file_write"
+RENAME, WRITE, DELETE = "file_rename", "file_write", "file_delete"
+_PROVENANCE = frozenset({RENAME, WRITE, DELETE})
 
 
 class Engine:
@@ -74,6 +77,7 @@ class Engine:
         self.errors: list[AssayError] = list(errors)
         self.allowlist = allowlist or Allowlist()
         self.suppressed: Counter[str] = Counter()  # allowlist entry id → matches it silenced
+        self.recent = RecentFiles()  # paths this host wrote lately: cleanup is not destruction
         # Copies: linking correlations marks base rules (emit), and loaded rules are shared by a cache.
         self._loaded = [dataclasses.replace(r) for r in loaded]
         self._correlations: dict[str, Correlation] = {}
@@ -239,6 +243,8 @@ class Engine:
         dict lookup for the action's bucket and one call of its generated matcher."""
         f = event.fields
         action = f.get("event.action", "")
+        if action in _PROVENANCE:
+            self._note_file(f, action)
         bucket = self._buckets.get(action) if action.__class__ is str else None
         if bucket is None:
             bucket = self._build_bucket(action if isinstance(action, str) else str(action))
@@ -248,6 +254,18 @@ class Engine:
         if not hits:
             return []
         return self._raise(event, bucket, hits, [])
+
+    def _note_file(self, f: dict[str, Any], action: str) -> None:
+        """Keep what this host wrote, and mark a deletion of it (see ``_provenance``)."""
+        path = f.get("file.target_path") if action == RENAME else f.get("file.path")
+        ts = f.get("@timestamp")
+        if not isinstance(path, str) or not isinstance(ts, (int, float)):
+            return
+        if action == DELETE:
+            if self.recent.made(path, ts):
+                f["file.recently_created"] = True
+        else:
+            self.recent.wrote(path, ts)
 
     def _raise(self, event: Event, bucket: _Bucket, hits: Iterable[int], alerts: list[Alert]) -> list[Alert]:
         f = event.fields

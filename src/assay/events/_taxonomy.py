@@ -98,6 +98,8 @@ FIELDS: dict[str, str] = {
     "namespace.pid": "int",
     "file.path": "str, as the caller gave it, resolved against the cwd when relative",
     "file.target_path": "str, the new name of a rename",
+    "file.recently_created": "bool, on file_delete: this host wrote the path (or a file under it) in the "
+    "last hour, as the detection engine saw (set by the engine, not the sensor)",
     "file.mode": "int, permission bits of chmod/open-create/mknod",
     "file.flags": "int, open flags",
     "destination.ip": "str",
