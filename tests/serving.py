@@ -145,8 +145,10 @@ def serving(data_dir: Path, *extra: str) -> Iterator[Server]:
         stop(server.process)
 
 
-def start_agent(server: Server, group: str) -> tuple[subprocess.Popen[str], str]:
-    """A real agent process under the system python3 (none of the server's dependencies); returns its paw."""
+def start_agent(server: Server, group: str, paw: str | None = None) -> tuple[subprocess.Popen[str], str]:
+    """A real agent process under the system python3 (none of the server's dependencies); returns its paw.
+
+    ``paw``: the id it asks for (an agent coming back as itself); by default the server assigns one."""
     env = {**no_proxy(), "PYTHONPATH": str(SRC)}
     cmd = [
         system_python(),
@@ -158,6 +160,7 @@ def start_agent(server: Server, group: str) -> tuple[subprocess.Popen[str], str]
         ENROL,
         "--group",
         group,
+        *(["--paw", paw] if paw else []),
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
@@ -174,8 +177,10 @@ def start_agent(server: Server, group: str) -> tuple[subprocess.Popen[str], str]
 
 
 @contextmanager
-def agent_process(server: Server, group: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc, paw = start_agent(server, group)
+def agent_process(
+    server: Server, group: str, paw: str | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc, paw = start_agent(server, group, paw)
     try:
         yield proc, paw
     finally:

@@ -117,6 +117,10 @@ class StorageError(AssayError):
     """Database access and migrations."""
 
 
+class StorageFull(StorageError):
+    """The database's disk (or its quota) is full: nothing of the write was stored; reads still work."""
+
+
 @dataclass
 class ErrorCollector:
     """Collects errors from a loader so that one bad file does not stop a whole corpus.

@@ -36,7 +36,7 @@ from assay.api._rounds import RoundReports
 from assay.api._state import ServerConfig, ServerState, open_state
 from assay.api._telemetry import decode_batch
 from assay.c2 import CalderaContact, FileContact, NativeContact, Refused, Role
-from assay.errors import AssayError, C2Error, EmulationError, StorageError
+from assay.errors import AssayError, C2Error, EmulationError, StorageError, StorageFull
 
 log = logging.getLogger("assay.api")
 
@@ -44,6 +44,8 @@ log = logging.getLogger("assay.api")
 def _status_for(exc: AssayError) -> int:
     if isinstance(exc, Refused):
         return exc.status
+    if isinstance(exc, StorageFull):
+        return 507  # Insufficient Storage: the request was fine, the disk is not
     if isinstance(exc, StorageError):
         return 503  # the database failed, not the request
     if isinstance(exc, EmulationError) and "no running operation" in exc.message:

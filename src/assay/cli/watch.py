@@ -28,6 +28,7 @@ from assay.plugins import hookimpl
 
 BATCH_SECONDS = 0.25
 MAX_BACKLOG = 200_000  # events held while the server is unreachable before they count as lost
+HEARTBEAT_SECONDS = 1.0  # how often the watcher says what span it covered (validation's COVERAGE_SLACK)
 MAX_BATCH = 10_000  # events (and alerts) per request: ~7 MB, well under the server's 64 MiB limit
 
 
@@ -159,6 +160,11 @@ class FileSink:
         self._alerts.close()
 
 
+def _heartbeat(source: str, host: str, start: float, end: float) -> Event:
+    values = {"sensor.covered.start": start, "sensor.covered.end": end}
+    return Event.of(Action.SENSOR, source, end, host=host, values=values)
+
+
 def _endpoint(server: str) -> tuple[str, int]:
     url = httpx.URL(server)
     host = url.host or "127.0.0.1"
@@ -236,9 +242,11 @@ def watch(
     next_ship = time.monotonic() + BATCH_SECONDS
     pending_events: list[Event] = []
     pending_alerts: list[Alert] = []
+    covered_from = time.time()  # attached: from here on, what the kernel sees reaches us
     try:
         while True:
             final = stopping or (deadline is not None and time.monotonic() >= deadline)
+            polled_to = time.time()  # what happened before this poll began is in the batch (or a loss)
             batch = sensor.poll(timeout=0.05)
             for event in batch:
                 pending_alerts.extend(engine.process(event))
@@ -254,7 +262,14 @@ def watch(
                 pending_alerts.extend(engine.flush(time.time() + 3600.0))  # close every open window
             now = time.monotonic()
             if final or now >= next_ship:
-                pending_alerts.extend(engine.flush(time.time()))
+                wall = time.time()
+                if final or polled_to - covered_from >= HEARTBEAT_SECONDS:
+                    # A heartbeat per second, so a killed watcher leaves a visible end; on the way out,
+                    # stop() and the last poll took all the kernel held, so the span runs to now.
+                    end = wall if final else polled_to
+                    pending_events.append(_heartbeat(sensor.name, host, covered_from, end))
+                    covered_from = end
+                pending_alerts.extend(engine.flush(wall))
                 if sink:
                     sink.add(pending_events, pending_alerts)
                     sink.flush()

@@ -131,8 +131,10 @@ CATEGORIES: dict[str, Logsource] = {
 }
 # Every other taxonomy action is a category of its own (``category: ptrace``): Sigma has no standard name
 # for them on Linux, and the built-in rules need them.
+# loss and sensor are not behaviour (a source's drops and heartbeats): no rule may select them.
+_NOT_OWN = {"loss", "sensor", "exec", "file_write", "file_delete", "file_rename", "connect", "accept"}
 for _action in Action:
-    if _action.value not in {"loss", "exec", "file_write", "file_delete", "file_rename", "connect", "accept"}:
+    if _action.value not in _NOT_OWN:
         CATEGORIES.setdefault(_action.value, _category(_action.value, (_action.value,), {**_FILE, **_NET}))
 
 SERVICES: dict[str, Logsource] = {

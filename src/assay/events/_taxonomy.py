@@ -42,6 +42,9 @@ class Action(StrEnum):
     LOGIN_FAILURE = "login_failure"
     SUDO = "sudo"
     LOSS = "loss"  # not behaviour: a source reporting what it dropped (count + time window)
+    # Not behaviour either: the watcher saying it was watching from ``sensor.covered.start`` to ``.end``. A
+    # sensor killed outright reports no loss; the end of its heartbeats is how a round knows it went blind.
+    SENSOR = "sensor"
 
 
 class EventSource(StrEnum):
@@ -152,5 +155,7 @@ FIELDS: dict[str, str] = {
     "loss.record_types": "dict[str, int], dropped records by kind",
     "loss.reason": "str, why the source dropped (ring full, backlog, ...)",
     "loss.unit": "'events' | 'records' (audit counts records, not events)",
+    "sensor.covered.start": "float, epoch seconds: a heartbeat's span begins (the previous beat)",
+    "sensor.covered.end": "float, epoch seconds: up to when the watcher had polled the source",
     "tags": "list[str], free-form labels (for example 'self' for the sensor's own activity)",
 }

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from assay.c2._model import AgentDefaults, AgentSettings, AuditEntry, Instruction
 from assay.emulation import Agent, Result
 from assay.errors import StorageError
-from assay.storage._database import Database
+from assay.storage._database import Database, storage_error
 from assay.storage._schema import AgentRow, AlertRow, Base, CredentialRow, EventRow, JsonType, RowId
 from assay.storage._store import agent_row, result_row
 
@@ -255,7 +255,7 @@ class C2Records:
                 for statement in statements:
                     conn.execute(statement)
         except SQLAlchemyError as exc:
-            raise StorageError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
+            raise storage_error(what, exc) from exc
 
     # -- last seen, in batches -----------------------------------------------------------------------------
     def touch(self, last_seen: Mapping[str, float]) -> None:

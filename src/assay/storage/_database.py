@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from assay.errors import StorageError
+from assay.errors import StorageError, StorageFull
 from assay.storage._private import private_dir, private_file
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -56,6 +56,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+# SQLite says "database or disk is full" (SQLITE_FULL); PostgreSQL raises SQLSTATE 53100 (disk_full) with
+# "No space left on device", or 53xxx for other exhausted resources.
+_FULL = ("database or disk is full", "no space left on device", "disk full")
+
+
+def storage_error(what: str, exc: SQLAlchemyError) -> StorageError:
+    """The error a failed database call becomes; a full disk says so plainly (the API answers 507)."""
+    text = str(exc).lower()
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if sqlstate == "53100" or any(marker in text for marker in _FULL):
+        return StorageFull(
+            f"{what} failed: the database's disk is full; nothing of this write was stored, earlier data is "
+            "intact and reads still work (free space, then retry)"
+        )
+    return StorageError(f"{what} failed: {exc.__class__.__name__}: {exc}")
 
 
 class Database:
@@ -119,7 +136,7 @@ class Database:
             with self.session() as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise StorageError(f"{what} failed: {exc.__class__.__name__}: {exc}") from exc
+            raise storage_error(what, exc) from exc
 
     def write(self, rows: Iterable[Any], *, merge: bool, what: str = "write") -> None:
         """Store rows in one transaction: all of them or, on a database error, none (a StorageError)."""

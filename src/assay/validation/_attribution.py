@@ -107,6 +107,56 @@ def _overlaps(loss: Event, window: tuple[float, float] | None, host: str | None)
     return bool(start <= window[1] and end >= window[0])
 
 
+# A beat's span starts where the previous one ended, so spans are contiguous while the watcher lives; the
+# slack only absorbs clock skew between the agent's stamps and the watcher's. Not the beat interval: what
+# the watcher saw after its last beat never reached the server.
+COVERAGE_SLACK = 0.25
+
+
+def coverage_gaps(heartbeats: Sequence[Event], window: tuple[float, float] | None) -> list[Event]:
+    """The parts of ``window`` no heartbeat of the host's sensor covers, each as a ``loss`` of unknown count.
+
+    Only where the host's sensor sent heartbeats at all (a source that sends none, a replay for instance,
+    keeps its word on losses alone). A sensor killed outright cannot report its loss; the end of its
+    heartbeats says when it stopped watching.
+    """
+    if window is None or not heartbeats:
+        return []
+    spans = sorted(
+        (float(b.get("sensor.covered.start", b.timestamp)), float(b.get("sensor.covered.end", b.timestamp)))
+        for b in heartbeats
+    )
+    gaps: list[tuple[float, float]] = []
+    cursor = window[0]
+    for start, end in spans:
+        if start - COVERAGE_SLACK > cursor:
+            gaps.append((cursor, min(start, window[1])))
+        cursor = max(cursor, end)
+        if cursor >= window[1]:
+            break
+    if cursor < window[1]:  # no slack at the end: the link's last instant (its last exec) may be the one
+        gaps.append((cursor, window[1]))
+    host = heartbeats[0].host
+    last = max(end for _, end in spans)
+    return [
+        Event.of(
+            Action.LOSS,
+            "coverage",
+            begin,
+            host=host,
+            values={
+                "loss.count": 0,
+                "loss.window.start": begin,
+                "loss.window.end": end,
+                "loss.reason": f"the sensor was not reporting for {end - begin:.1f} s of this link's run "
+                f"(its heartbeats stop at {last:.1f}, or pause)",
+            },
+        )
+        for begin, end in gaps
+        if end > begin
+    ]
+
+
 def attribute(
     links: Sequence[LinkRecord],
     events: Iterable[Event],
@@ -154,6 +204,14 @@ def attribute(
                 hit = True
         if not hit:
             unexplained.append(alert)
+    beats: dict[str | None, list[Event]] = defaultdict(list)
+    for ev in event_list:
+        if ev.action == Action.SENSOR:
+            beats[ev.host].append(ev)
     for link in links:
-        out[link.link_id].losses = [lo for lo in losses if _overlaps(lo, link.window, link.host)]
+        found = [lo for lo in losses if _overlaps(lo, link.window, link.host)]
+        if link.host in beats or (link.host is None and len(beats) == 1):
+            host_beats = beats[link.host] if link.host in beats else next(iter(beats.values()))
+            found.extend(coverage_gaps(host_beats, link.window))
+        out[link.link_id].losses = found
     return out, unexplained

@@ -193,6 +193,9 @@ def classify_link(link: LinkRecord, lineage: Lineage, consumed_actions: Collecti
         return result(Outcome.MISSED_SUPPRESSED, "; ".join(parts[:5]))
     if lineage.losses:
         dropped = sum(int(lo.get("loss.count", 0)) for lo in lineage.losses)
+        blind = [str(lo.get("loss.reason")) for lo in lineage.losses if lo.get("loss.reason")]
+        if blind and not dropped:
+            return result(Outcome.INCONCLUSIVE, blind[0] + "; no alert, but telemetry is incomplete")
         return result(
             Outcome.INCONCLUSIVE,
             f"the sensor dropped {dropped} events while this link ran; no alert, but telemetry is incomplete",

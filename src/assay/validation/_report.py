@@ -219,7 +219,7 @@ def validate(
         cleanup_links=cleanup,
         unexplained_alerts=unexplained,
         mapped_not_validated=sorted(mapped - validated_families),
-        events_total=sum(1 for ev in event_list if ev.action != "loss"),
+        events_total=sum(1 for ev in event_list if ev.action not in ("loss", "sensor")),
         events_dropped=dropped,
         meta=dict(meta or {}),
     )
