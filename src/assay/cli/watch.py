@@ -14,10 +14,10 @@ import json
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import httpx
 import typer
@@ -29,12 +29,34 @@ from assay.plugins import hookimpl
 BATCH_SECONDS = 0.25
 MAX_BACKLOG = 200_000  # events held while the server is unreachable before they count as lost
 HEARTBEAT_SECONDS = 1.0  # how often the watcher says what span it covered (validation's COVERAGE_SLACK)
-MAX_BATCH = 10_000  # events (and alerts) per request: ~7 MB, well under the server's 64 MiB limit
+MAX_BATCH = 10_000  # events (and alerts) per request, at most
+# ... and at most this much JSON: an exec with a long argv is tens of kilobytes, so a count alone once made a
+# 109 MB request the server (64 MiB limit) refused, and the watcher stopped.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 @hookimpl
 def register_commands(app: typer.Typer) -> None:
     app.command("watch")(watch)
+
+
+MIN_BATCH_BYTES = 64 * 1024
+
+
+def _take(
+    records: Sequence[Any], encode: Callable[[Any], dict[str, Any]], budget: int, *, at_least_one: bool = True
+) -> list[str]:
+    """The JSON of the oldest records that fit in ``budget`` bytes (at most ``MAX_BATCH``; the first one
+    always, when ``at_least_one``, so a batch is never empty while records wait)."""
+    out: list[str] = []
+    size = 0
+    for record in records[:MAX_BATCH]:
+        text = json.dumps(encode(record))
+        if size + len(text) + 1 > budget and (out or not at_least_one):
+            break
+        out.append(text)
+        size += len(text) + 1
+    return out
 
 
 class Shipper:
@@ -50,6 +72,7 @@ class Shipper:
         self.overflow = 0
         self.rejected = 0
         self.last_error: str | None = None
+        self.budget = MAX_BATCH_BYTES
 
     def add(self, events: Sequence[Event], alerts: Sequence[Alert]) -> None:
         self._events.extend(events)
@@ -82,25 +105,26 @@ class Shipper:
         return True
 
     def _flush_batch(self) -> bool:
-        """Ship the oldest ``MAX_BATCH`` events and alerts: a full backlog (200,000 events, ~130 MB of JSON)
-        would be over the server's request limit in one body."""
-        for _attempt in range(2):
-            events, alerts = self._events[:MAX_BATCH], self._alerts[:MAX_BATCH]
-            body = {
-                "events": [event_to_dict(e) for e in events],
-                "alerts": [alert_to_dict(a) for a in alerts],
-            }
+        """Ship the oldest events and alerts, at most ``MAX_BATCH`` of each and about ``budget`` bytes of
+        JSON in all (at least one record): a full backlog (200,000 events, ~130 MB) would be over the
+        server's request limit in one body. A 413 halves the budget and tries again."""
+        for _attempt in range(8):
+            events = _take(self._events, event_to_dict, self.budget)
+            used = sum(len(e) + 1 for e in events)
+            alerts = _take(self._alerts, alert_to_dict, self.budget - used, at_least_one=not events)
+            body = '{"events":[' + ",".join(events) + '],"alerts":[' + ",".join(alerts) + "]}"
             try:
                 resp = self._client.post(
-                    "/api/v2/telemetry",
-                    content=json.dumps(body),
-                    headers={"Content-Type": "application/json"},
+                    "/api/v2/telemetry", content=body, headers={"Content-Type": "application/json"}
                 )
             except httpx.HTTPError as exc:
                 self.last_error = f"server unreachable: {exc}"
                 return False
             if resp.status_code == 422 and self._drop_rejected(resp):
                 continue  # the server named the bad records; resend the rest
+            if resp.status_code == 413 and self.budget > MIN_BATCH_BYTES:
+                self.budget //= 2  # the server's limit is lower than ours: smaller batches from now on
+                continue
             if 400 <= resp.status_code < 500:
                 raise AssayError(f"server rejected telemetry ({resp.status_code}): {resp.text[:500]}")
             if resp.status_code >= 500:
