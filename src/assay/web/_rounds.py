@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException
 
 from assay.attack import TACTIC_ORDER
-from assay.events import format_timestamp
 from assay.validation import compare
+from assay.validation._report import event_row
 
 if TYPE_CHECKING:
     from assay.api import ServerState
@@ -196,14 +196,5 @@ def matrix(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _event_row(ev: Any) -> dict[str, Any]:
-    get = ev.fields.get
-    what = get("file.path") or get("destination.ip") or get("process.command_line") or ""
-    if get("destination.port") is not None and get("destination.ip"):
-        what = f"{get('destination.ip')}:{get('destination.port')}"
-    return {
-        "time": format_timestamp(ev.timestamp),
-        "action": ev.action,
-        "pid": get("process.pid"),
-        "executable": get("process.executable"),
-        "detail": str(what)[:300],
-    }
+    """The report's row of an event (its detail redacted of secrets), with the executable's full path."""
+    return {**event_row(ev), "executable": ev.fields.get("process.executable")}
