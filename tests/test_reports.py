@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema_rs
 import pytest
 
@@ -29,6 +28,7 @@ from assay.reports import (
 from assay.storage import RoundRecord, Store, sqlite_url
 from assay.validation import LinkRecord, compare, validate
 from serving import API_KEY, serving
+from web_helpers import browser, log_in
 
 AGENT = entity_id(100, 50)
 T0 = 1_000.0
@@ -358,10 +358,8 @@ def test_the_server_renders_a_stored_rounds_reports(report: dict[str, Any], tmp_
             ]
             assert lk["events"], lk["link_id"]
         # ... and the pages render it (a stored round has a summary where an operation has its links).
-        with httpx.Client(base_url=server.url, trust_env=False, timeout=20) as web:
-            form = web.get("/ui/login").text
-            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            assert web.post("/ui/login", data={"csrf": csrf, "key": API_KEY}).status_code == 303
+        with browser(server) as web:
+            log_in(web, API_KEY)
             listed = web.get("/ui/rounds")
             assert listed.status_code == 200 and 'data-round="round-1"' in listed.text
             for path in ("/ui/rounds/round-1", f"/ui/rounds/round-1/techniques/{detected['technique_id']}"):

@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from serving import API_KEY, Server, start_server, stop
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+from web_helpers import browser, csrf_of, log_in
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +34,6 @@ def keys(server: Server) -> dict[str, str]:
     for role in ("red", "blue"):
         out[role] = server.ok("POST", "/api/v2/keys", {"name": f"web-{role}", "role": role})["key"]
     return out
-
-
-def browser(server: Server) -> httpx.Client:
-    return httpx.Client(base_url=server.url, follow_redirects=False, trust_env=False, timeout=20)
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = CSRF.search(page.text)
-    assert found, f"no CSRF field on {page.url}"
-    return found.group(1)
-
-
-def log_in(client: httpx.Client, key: str) -> httpx.Response:
-    form = client.get("/ui/login")
-    done = client.post("/ui/login", data={"csrf": csrf_of(form), "key": key, "next": "/ui/"})
-    assert done.status_code == 303, done.text[:300]
-    return done
 
 
 def test_the_login_form_wants_its_csrf_token_and_a_valid_key(server: Server) -> None:
